@@ -1,0 +1,269 @@
+"""What the database has: the only module that reads pg_catalog.
+
+It reads triggers and functions whose names carry badged's prefix (and nothing
+else of anyone's), badged's own tables, and the tables badge.json names. The
+results are plain frozen dataclasses; ``plan`` compares them with ``render``'s
+output without touching the database again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+from psycopg import Connection, sql
+from psycopg.rows import dict_row
+
+from badged.settings import Settings
+from badged.spec import TableName
+
+# pg_trigger.tgtype bits (src/include/catalog/pg_trigger.h)
+TRIGGER_ROW = 1
+TRIGGER_BEFORE = 2
+TRIGGER_EVENT_BITS = {"insert": 4, "delete": 8, "update": 16}
+TRIGGER_INSTEAD = 64
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    generated: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A resolved table (or, for a trigger found in the catalog, just its name)."""
+
+    schema: str
+    name: str
+    oid: int = 0
+    kind: str = "r"
+    columns: tuple[Column, ...] = field(default=(), compare=False)
+
+    @property
+    def qualified(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def is_generated(self, name: str) -> bool:
+        return any(column.name == name and column.generated for column in self.columns)
+
+
+@dataclass(frozen=True)
+class ActualFunction:
+    oid: int
+    schema: str
+    name: str
+    body: str
+    security_definer: bool
+    search_path: tuple[str, ...] | None
+    language: str
+    returns: str
+    nargs: int
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class ActualTrigger:
+    oid: int
+    name: str
+    table: Table
+    tgtype: int
+    enabled: str
+    function_schema: str
+    function_name: str
+    columns: tuple[str, ...]
+    has_when: bool
+    comment: str | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.table.schema, self.table.name, self.name)
+
+
+@dataclass(frozen=True)
+class ActualBadgeRow:
+    code: str
+    name: str
+    trigger_table: str
+    trigger_condition: str
+    condition: str
+    user_field: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """badged's slice of the database, as read at one moment."""
+
+    schema_exists: bool
+    tables: frozenset[str]
+    functions: tuple[ActualFunction, ...]
+    #: prefixed triggers that call one of our functions
+    triggers: tuple[ActualTrigger, ...]
+    #: prefixed triggers that call someone else's function: never touched
+    foreign_triggers: tuple[ActualTrigger, ...]
+    badge_rows: tuple[ActualBadgeRow, ...]
+
+
+def read_catalog(conn: Connection[Any], settings: Settings) -> Catalog:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_SCHEMA_SQL, {"schema": settings.schema})
+        row = cur.fetchone()
+        assert row is not None
+        schema_exists, tables = bool(row["schema_exists"]), frozenset(row["tables"] or ())
+        cur.execute(_FUNCTIONS_SQL, {"schema": settings.schema, "prefix": settings.prefix})
+        functions = tuple(_function(r) for r in cur.fetchall())
+        cur.execute(_TRIGGERS_SQL, {"prefix": settings.prefix})
+        triggers = [_trigger(r) for r in cur.fetchall()]
+        badge_rows: tuple[ActualBadgeRow, ...] = ()
+        if "badge" in tables:
+            cur.execute(sql.SQL(
+                "SELECT code, name, trigger_table, trigger_condition, condition, user_field,"
+                " removed_at IS NOT NULL AS removed FROM {}.badge ORDER BY code"
+            ).format(sql.Identifier(settings.schema)))
+            badge_rows = tuple(ActualBadgeRow(**r) for r in cur.fetchall())
+    ours = {(f.schema, f.name) for f in functions}
+    return Catalog(
+        schema_exists=schema_exists,
+        tables=tables,
+        functions=functions,
+        triggers=tuple(t for t in triggers if (t.function_schema, t.function_name) in ours),
+        foreign_triggers=tuple(t for t in triggers if (t.function_schema, t.function_name) not in ours),
+        badge_rows=badge_rows,
+    )
+
+
+def resolve_tables(conn: Connection[Any], names: Iterable[TableName]) -> dict[str, Table | None]:
+    """Resolve each name as PostgreSQL would (search_path for unqualified ones)."""
+    resolved: dict[str, Table | None] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for name in sorted(set(names)):
+            cur.execute(_TABLE_SQL, {"schema": name.schema, "name": name.name})
+            row = cur.fetchone()
+            if row is None or row["oid"] is None:
+                resolved[str(name)] = None
+                continue
+            columns = tuple(Column(c["name"], c["type"], c["generated"]) for c in row["columns"] or ())
+            resolved[str(name)] = Table(row["schema"], row["name"], row["oid"], row["kind"], columns)
+    return resolved
+
+
+def parse_search_path(value: str) -> tuple[str, ...] | None:
+    """Split a stored ``search_path`` setting into schema names, as PostgreSQL reads it."""
+    try:
+        statements = parse_sql(f"SET search_path = {value}")
+    except ParseError:
+        return None
+    stmt = statements[0].stmt
+    names = []
+    for arg in stmt.args or ():
+        if not (isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String)):
+            return None
+        names.append(arg.val.sval)
+    return tuple(names)
+
+
+def _function(row: dict[str, Any]) -> ActualFunction:
+    search_path = None
+    for setting in row["config"] or ():
+        key, _, value = setting.partition("=")
+        if key == "search_path":
+            search_path = parse_search_path(value)
+    return ActualFunction(
+        oid=row["oid"],
+        schema=row["schema"],
+        name=row["name"],
+        body=row["body"],
+        security_definer=row["security_definer"],
+        search_path=search_path,
+        language=row["language"],
+        returns=row["returns"],
+        nargs=row["nargs"],
+        comment=row["comment"],
+    )
+
+
+def _trigger(row: dict[str, Any]) -> ActualTrigger:
+    return ActualTrigger(
+        oid=row["oid"],
+        name=row["name"],
+        table=Table(row["table_schema"], row["table_name"], row["table_oid"]),
+        tgtype=row["tgtype"],
+        enabled=row["enabled"],
+        function_schema=row["function_schema"],
+        function_name=row["function_name"],
+        columns=tuple(row["columns"] or ()),
+        has_when=row["has_when"],
+        comment=row["comment"],
+    )
+
+
+_SCHEMA_SQL = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
+       ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')) AS tables
+"""
+
+_FUNCTIONS_SQL = """
+SELECT p.oid::int8 AS oid, n.nspname::text AS schema, p.proname::text AS name, p.prosrc AS body,
+       p.prosecdef AS security_definer, p.proconfig AS config, l.lanname::text AS language,
+       p.prorettype::regtype::text AS returns, p.pronargs::int AS nargs,
+       pg_catalog.obj_description(p.oid, 'pg_proc') AS comment
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname = %(schema)s AND pg_catalog.starts_with(p.proname::text, %(prefix)s)
+ORDER BY p.proname
+"""
+
+# tgparentid <> 0 marks the clones PostgreSQL makes on partitions: they follow
+# the parent's trigger and are not ours to compare or drop.
+_TRIGGERS_SQL = """
+SELECT t.oid::int8 AS oid, t.tgname::text AS name, c.oid::int8 AS table_oid,
+       cn.nspname::text AS table_schema, c.relname::text AS table_name,
+       t.tgtype::int AS tgtype, t.tgenabled::text AS enabled,
+       fn.nspname::text AS function_schema, f.proname::text AS function_name,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])
+             ORDER BY a.attname) AS columns,
+       t.tgqual IS NOT NULL AS has_when,
+       pg_catalog.obj_description(t.oid, 'pg_trigger') AS comment
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace
+WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND pg_catalog.starts_with(t.tgname::text, %(prefix)s)
+ORDER BY cn.nspname, c.relname, t.tgname
+"""
+
+_TABLE_SQL = """
+WITH target AS (
+    SELECT pg_catalog.to_regclass(
+        CASE WHEN %(schema)s::text IS NULL THEN pg_catalog.quote_ident(%(name)s)
+             ELSE pg_catalog.quote_ident(%(schema)s) || '.' || pg_catalog.quote_ident(%(name)s) END
+    ) AS oid
+)
+SELECT c.oid::int8 AS oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind,
+       ARRAY(SELECT pg_catalog.json_build_object(
+                 'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+                 'generated', a.attgenerated <> '')
+             FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS columns
+FROM target LEFT JOIN pg_catalog.pg_class c ON c.oid = target.oid
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+"""

@@ -1,0 +1,237 @@
+"""Badge conditions, parsed and rewritten with PostgreSQL's own parser (pglast).
+
+A condition is written in one of three shapes (see the seed README):
+
+* an expression over the changed row: ``age(NEW.date_joined) > interval '1 year'``;
+* the tail of a query with its own FROM: ``count(id) >= 5 from dummy_sketch where user_id = NEW.user_id``;
+* an expression over bare columns of the changed row: ``hit_views > 1000``.
+
+We parse ``SELECT <condition>`` and accept exactly one plain SELECT with one output
+column. Everything that reaches the database is *deparsed from the checked tree*,
+never the text as written, so a comment or a second statement cannot slip through.
+
+Bare column names in the expression shapes are rewritten to ``NEW.col`` (``OLD.col``
+for delete badges): with no FROM there is nothing else they could name.
+
+This module is pure: no database, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pglast import ast, enums, parse_sql
+from pglast.parser import ParseError
+from pglast.stream import RawStream
+
+_PREFIX = "SELECT "
+
+# Node types that may appear in a condition whose value depends only on the row:
+# no function calls (now(), age() and random() change their answer over time),
+# no subqueries, no CURRENT_TIMESTAMP-like values.
+_DETERMINISTIC_NODES = (
+    ast.A_Const,
+    ast.A_Expr,
+    ast.BoolExpr,
+    ast.BooleanTest,
+    ast.ColumnRef,
+    ast.NullTest,
+    ast.String,
+    ast.Integer,
+    ast.Float,
+    ast.Boolean,
+    ast.TypeName,
+    ast.TypeCast,
+    ast.CaseExpr,
+    ast.CaseWhen,
+    ast.CoalesceExpr,
+    ast.A_ArrayExpr,
+)
+# A constant cast to one of these reads the clock ('now'::timestamptz, 'today'::date).
+_CLOCK_TYPES = frozenset(
+    {"date", "time", "timetz", "timestamp", "timestamptz", "interval", "abstime", "reltime"}
+)
+
+_DATA_MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
+class Event(str, Enum):
+    """The write a badge's trigger fires on (``trigger_condition``)."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+    @property
+    def row_variables(self) -> frozenset[str]:
+        """The trigger row variables PostgreSQL defines for this event."""
+        return {
+            Event.INSERT: frozenset({"new"}),
+            Event.UPDATE: frozenset({"new", "old"}),
+            Event.DELETE: frozenset({"old"}),
+        }[self]
+
+    @property
+    def changed_row(self) -> str:
+        """The row that bare column names and ``user_field`` refer to."""
+        return "old" if self is Event.DELETE else "new"
+
+
+class ConditionError(ValueError):
+    """The condition is not one safe SQL expression or query tail."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A checked condition, ready to render."""
+
+    written: str
+    is_query: bool
+    #: the condition as one SQL expression (a scalar subquery for the query shape)
+    expression: str
+    #: the same, wrapped so that PostgreSQL rejects a non-boolean result (``NOT (...)``)
+    boolean_check: str
+    #: columns of the trigger row the condition reads, as (variable, column)
+    row_columns: frozenset[tuple[str, str]]
+    #: True when the value depends only on NEW's columns (no clock, no other rows)
+    new_row_only: bool
+
+    @property
+    def new_columns(self) -> tuple[str, ...]:
+        return tuple(sorted(col for var, col in self.row_columns if var == "new"))
+
+
+def parse_condition(written: str, event: Event) -> Condition:
+    """Check *written* for a badge firing on *event*; raise ConditionError if unsafe."""
+    select = _parse_single_select(written)
+    target = select.targetList[0].val
+    is_query = _has_query_tail(select)
+    if not is_query:
+        _qualify_bare_columns(target, event.changed_row)
+    _reject_misused_rows(select, event)
+    row_columns = frozenset(_row_column_refs(select))
+    expression = _deparse(select if is_query else target)
+    if is_query:
+        expression = f"({expression})"
+    select.targetList[0].val = ast.BoolExpr(boolop=enums.BoolExprType.NOT_EXPR, args=(target,))
+    boolean_check = _deparse(select if is_query else select.targetList[0].val)
+    if is_query:
+        boolean_check = f"({boolean_check})"
+    return Condition(
+        written=written,
+        is_query=is_query,
+        expression=expression,
+        boolean_check=boolean_check,
+        row_columns=row_columns,
+        new_row_only=(not is_query and _is_deterministic(target) and {v for v, _ in row_columns} <= {"new"}),
+    )
+
+
+def _parse_single_select(written: str) -> ast.SelectStmt:
+    if not written.strip():
+        raise ConditionError("is empty")
+    try:
+        statements = parse_sql(_PREFIX + written)
+    except ParseError as exc:
+        message, index = exc.args[0], exc.args[1] if len(exc.args) > 1 else None
+        message = message.split(", at index")[0]
+        if isinstance(index, int) and index >= len(_PREFIX):
+            message += f" (at character {index - len(_PREFIX) + 1})"
+        raise ConditionError(f"is not valid SQL: {message}") from None
+    if len(statements) != 1:
+        raise ConditionError("must be one expression or query tail, not several statements (found ';')")
+    select = statements[0].stmt
+    if not isinstance(select, ast.SelectStmt) or select.op != enums.SetOperation.SETOP_NONE:
+        raise ConditionError("must be one expression or query tail (UNION, INTERSECT and EXCEPT are not allowed)")
+    if select.intoClause is not None:
+        raise ConditionError("must not use INTO: a condition only computes a value")
+    if select.lockingClause:
+        raise ConditionError("must not lock rows (FOR UPDATE/SHARE): it runs inside the application's write")
+    if len(select.targetList or ()) != 1:
+        raise ConditionError("must compute exactly one value; found a comma-separated list")
+    target = select.targetList[0].val
+    if isinstance(target, ast.ColumnRef) and isinstance(target.fields[-1], ast.A_Star):
+        raise ConditionError("must compute one boolean value, not '*'")
+    if select.targetList[0].name is not None:
+        raise ConditionError("must not name its result with AS")
+    for node in _walk(select):
+        if isinstance(node, _DATA_MODIFYING):
+            raise ConditionError("must not contain INSERT, UPDATE, DELETE or MERGE")
+    return select
+
+
+def _has_query_tail(select: ast.SelectStmt) -> bool:
+    return any(
+        getattr(select, clause)
+        for clause in ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
+                       "limitOffset", "windowClause", "distinctClause")
+    )
+
+
+def _walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
+    """Yield *node* and every node below it (optionally stopping at subqueries)."""
+    if isinstance(node, (tuple, list)):
+        for item in node:
+            yield from _walk(item, into_subqueries=into_subqueries)
+        return
+    if not isinstance(node, ast.Node):
+        return
+    yield node
+    if not into_subqueries and isinstance(node, ast.SubLink):
+        return
+    for attribute in type(node).__slots__:
+        yield from _walk(getattr(node, attribute), into_subqueries=into_subqueries)
+
+
+def _qualify_bare_columns(expression: ast.Node, row: str) -> None:
+    """Rewrite ``col`` to ``row.col`` at the top level (subqueries keep their own scope)."""
+    for node in _walk(expression, into_subqueries=False):
+        if isinstance(node, ast.ColumnRef) and len(node.fields) == 1 and isinstance(node.fields[0], ast.String):
+            node.fields = (ast.String(sval=row), node.fields[0])
+        elif isinstance(node, ast.ColumnRef) and len(node.fields) >= 2:
+            qualifier = node.fields[0]
+            if isinstance(qualifier, ast.String) and qualifier.sval not in ("new", "old"):
+                raise ConditionError(
+                    f"reads {qualifier.sval}.{_field_name(node.fields[1])} but has no FROM; "
+                    "only NEW and OLD (or bare columns of the changed row) can be read without one"
+                )
+
+
+def _field_name(field: ast.Node) -> str:
+    return field.sval if isinstance(field, ast.String) else "*"
+
+
+def _reject_misused_rows(select: ast.SelectStmt, event: Event) -> None:
+    allowed = event.row_variables
+    for var, _column in _row_column_refs(select):
+        if var not in allowed:
+            use = " or ".join(sorted(v.upper() for v in allowed))
+            raise ConditionError(
+                f"reads {var.upper()}, which is NULL on {event.value}; use {use} instead"
+            )
+
+
+def _row_column_refs(select: ast.SelectStmt) -> Iterator[tuple[str, str]]:
+    for node in _walk(select):
+        if isinstance(node, ast.ColumnRef) and len(node.fields) >= 2:
+            var, column = node.fields[0], node.fields[1]
+            if isinstance(var, ast.String) and var.sval in ("new", "old") and isinstance(column, ast.String):
+                yield var.sval, column.sval
+
+
+def _is_deterministic(expression: ast.Node) -> bool:
+    for node in _walk(expression):
+        if not isinstance(node, _DETERMINISTIC_NODES):
+            return False
+        if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+            type_name = node.typeName.names[-1]
+            if isinstance(type_name, ast.String) and type_name.sval in _CLOCK_TYPES:
+                return False
+    return True
+
+
+def _deparse(node: ast.Node) -> str:
+    return str(RawStream()(node))

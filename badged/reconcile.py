@@ -1,0 +1,138 @@
+"""One reconcile pass: load → resolve → check → read → render → diff → (apply).
+
+Everything happens in one transaction. When applying, a transaction-level
+advisory lock comes first, so two reconcilers never interleave and the second one
+reads the catalog only after the first has committed (and then finds nothing to
+do). ``SET LOCAL lock_timeout`` keeps an application's long transaction from
+queueing every write behind our DDL: we fail fast and retry later instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from badged.apply import apply_plan
+from badged.catalog import Table, read_catalog, resolve_tables
+from badged.errors import ConnectionFailed, DatabaseMismatch, LockTimeout, Problem
+from badged.plan import Plan, diff
+from badged.render import render, render_condition_check
+from badged.settings import Settings
+from badged.spec import Badge
+
+log = structlog.get_logger("badged.reconcile")
+
+_CHECK_STATEMENT = "badged_condition_check"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass found and did."""
+
+    plan: Plan
+    applied: bool
+    statements: int
+    seconds: float
+    badges: int
+
+
+def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings, *,
+              apply: bool) -> Outcome:
+    """Plan (and with *apply*, execute) the changes that make the database match *badges*."""
+    started = time.monotonic()
+    try:
+        with conn.transaction():
+            _set_local_timeouts(conn, settings)
+            if apply:
+                _lock(conn, settings)
+            else:
+                conn.execute("SET TRANSACTION READ ONLY")
+            tables = resolve_tables(conn, (badge.table for badge in badges))
+            resolved = check_against_database(conn, badges, tables)
+            plan = diff(render(badges, resolved, settings), read_catalog(conn, settings), settings)
+            statements = apply_plan(conn, plan) if apply else 0
+    except psycopg.errors.LockNotAvailable as exc:
+        raise LockTimeout(f"another reconcile or a long transaction held badged's lock too long ({exc.diag.message_primary}); "
+                          "nothing was applied, retry later") from None
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(f"lost the database during reconcile: {str(exc).strip().splitlines()[0]}") from None
+    outcome = Outcome(plan, apply and not plan.in_sync, statements, time.monotonic() - started, len(badges))
+    if apply:
+        log.info("reconcile.done", badges=len(badges), changes=len(plan.steps), statements=statements,
+                 seconds=round(outcome.seconds, 3),
+                 changed=[f"{s.action.symbol} {s.kind} {s.name}" for s in plan.steps])
+    return outcome
+
+
+def _set_local_timeouts(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', %s, true), pg_catalog.set_config('statement_timeout', %s, true)",
+        (f"{settings.lock_timeout_ms}ms", f"{settings.statement_timeout_ms}ms"),
+    )
+
+
+def _lock(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(%s, 0))",
+                 (f"badged:{settings.schema}",))
+
+
+def check_against_database(conn: psycopg.Connection[Any], badges: tuple[Badge, ...],
+                           tables: dict[str, Table | None]) -> dict[str, Table]:
+    """Every table, user_field and condition must fit the database; raise DatabaseMismatch listing all misfits."""
+    problems: list[Problem] = []
+    resolved: dict[str, Table] = {}
+    for badge in badges:
+        table = tables.get(str(badge.table))
+        if table is None:
+            problems.append(Problem(f"table {badge.table} does not exist (or is not on the search_path)",
+                                    badge.index, badge.code, "trigger_table"))
+            continue
+        if table.kind not in ("r", "p"):
+            problems.append(Problem(f"{table.display} is not a table; badges watch tables (or partitioned tables)",
+                                    badge.index, badge.code, "trigger_table"))
+            continue
+        resolved[str(badge.table)] = table
+        if badge.user_field not in table.column_names:
+            problems.append(Problem(f"column {badge.user_field!r} does not exist in {table.display}"
+                                    f"{_did_you_mean(badge.user_field, table.column_names)}",
+                                    badge.index, badge.code, "user_field"))
+            continue
+        message = _condition_error(conn, badge, table)
+        if message:
+            problems.append(Problem(f"does not fit the database: {message}", badge.index, badge.code, "condition"))
+    if problems:
+        raise DatabaseMismatch("database", problems)
+    return resolved
+
+
+def _did_you_mean(name: str, choices: tuple[str, ...]) -> str:
+    guess = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _condition_error(conn: psycopg.Connection[Any], badge: Badge, table: Table) -> str | None:
+    """Let PostgreSQL parse and analyse the condition as the trigger function will see it."""
+    search_path = sql.SQL(", ").join(map(sql.Identifier, ("pg_catalog", table.schema, "pg_temp")))
+    check = sql.SQL("PREPARE {} AS {}").format(sql.Identifier(_CHECK_STATEMENT), render_condition_check(badge, table))
+    try:
+        with conn.transaction():  # a savepoint: the check changes nothing and its failure aborts nothing
+            conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (search_path.as_string(conn),))
+            conn.execute(check)
+            conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_CHECK_STATEMENT)))
+            raise _RollbackCheck
+    except _RollbackCheck:
+        return None
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        return exc.diag.message_primary or str(exc).strip()
+
+
+class _RollbackCheck(Exception):
+    """Raised to roll the savepoint back (and with it the SET LOCAL search_path)."""
