@@ -48,10 +48,9 @@ class Problem:
     def __str__(self) -> str:
         where = []
         if self.index is not None:
-            badge = f"badge #{self.index}"
-            if self.code:
-                badge += f" ({self.code!r})"
-            where.append(badge)
+            where.append(f"badge #{self.index}" + (f" ({self.code!r})" if self.code else ""))
+        elif self.code:
+            where.append(f"badge {self.code!r}")
         if self.field:
             where.append(f"field {self.field!r}")
         return f"{', '.join(where)}: {self.message}" if where else self.message

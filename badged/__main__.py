@@ -1,0 +1,3 @@
+from badged.cli import run
+
+run()

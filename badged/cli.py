@@ -1,0 +1,199 @@
+"""The ``badged`` command: parses arguments, calls the library, prints results.
+
+Exit codes: 0 success, 1 any error (bad input, database unreachable, refused DDL),
+and for ``plan --detailed-exitcode`` 2 when changes are pending. Errors go to
+stderr as one sentence each, never with a traceback or a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psycopg
+
+from badged import __version__
+from badged.db import connect, resolve_dsn, scrub
+from badged.errors import BadgedError, SpecError
+from badged.logs import LEVELS, configure_logging
+from badged.output import outcome_json, outcome_text, plan_json, plan_text
+from badged.reconcile import reconcile
+from badged.settings import Settings
+from badged.spec import Badge, load_badges
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1 (2 means "changes pending" for plan)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"badged: error: {message}\n")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return seconds
+
+
+def _spec_options() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    group = common.add_argument_group("badge.json")
+    group.add_argument("--badges", type=Path, default=Path(_env("BADGED_BADGES", "./badge.json")),
+                       metavar="PATH", help="badge.json to read (env BADGED_BADGES; default ./badge.json)")
+    group.add_argument("--prefix", default=_env("BADGED_PREFIX", "badged_"),
+                       help="prefix of every trigger and function badged manages (env BADGED_PREFIX; "
+                            "default badged_)")
+    group.add_argument("--allow-empty", action="store_true", default=_env_flag("BADGED_ALLOW_EMPTY"),
+                       help="accept an empty badge list, which drops every badge (env BADGED_ALLOW_EMPTY)")
+    logging = common.add_argument_group("logging")
+    logging.add_argument("--log-level", choices=LEVELS, default=_env("BADGED_LOG_LEVEL", "info"),
+                         help="(env BADGED_LOG_LEVEL; default info)")
+    logging.add_argument("--log-format", choices=("auto", "json", "console"),
+                         default=_env("BADGED_LOG_FORMAT", "auto"),
+                         help="auto: console on a terminal, else JSON (env BADGED_LOG_FORMAT)")
+    return common
+
+
+def _database_options() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    group = common.add_argument_group("database")
+    group.add_argument("--dsn", default=None,
+                       help="PostgreSQL connection string (env BADGED_DSN, else DATABASE_URL, else libpq's PG* "
+                            "variables)")
+    group.add_argument("--schema", default=_env("BADGED_SCHEMA", "badged"),
+                       help="schema for badged's tables and functions (env BADGED_SCHEMA; default badged)")
+    group.add_argument("--channel", default=_env("BADGED_CHANNEL", "badge_earned"),
+                       help="NOTIFY channel for new awards (env BADGED_CHANNEL; default badge_earned)")
+    group.add_argument("--lock-timeout", type=_seconds, default=_seconds(_env("BADGED_LOCK_TIMEOUT", "3")),
+                       metavar="SECONDS", help="give up on a busy table after this long (env BADGED_LOCK_TIMEOUT; "
+                                               "default 3)")
+    group.add_argument("--statement-timeout", type=_seconds,
+                       default=_seconds(_env("BADGED_STATEMENT_TIMEOUT", "60")), metavar="SECONDS",
+                       help="(env BADGED_STATEMENT_TIMEOUT; default 60)")
+    group.add_argument("--output", choices=("text", "json"), default=_env("BADGED_OUTPUT", "text"),
+                       help="(env BADGED_OUTPUT; default text)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="badged", description="Award badges inside PostgreSQL, with triggers reconciled "
+                                                "from badge.json.")
+    parser.add_argument("--version", action="version", version=f"badged {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    spec, database = _spec_options(), _database_options()
+
+    validate = commands.add_parser("validate", parents=[spec], help="check badge.json alone (no database)")
+    validate.set_defaults(handler=_validate)
+
+    plan = commands.add_parser("plan", parents=[spec, database], help="show what reconcile would change")
+    plan.add_argument("--detailed-exitcode", action="store_true",
+                      help="exit 0 when in sync, 2 when changes are pending, 1 on error")
+    plan.set_defaults(handler=_plan)
+
+    once = commands.add_parser("reconcile", parents=[spec, database],
+                               help="apply the plan in one transaction and exit")
+    once.add_argument("--once", action="store_true", default=True,
+                      help="one pass, then exit (the default; `badged run` keeps reconciling)")
+    once.set_defaults(handler=_reconcile)
+
+    demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
+    demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
+    demo.add_argument("--log-format", default="console", help=argparse.SUPPRESS)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    dsn = resolve_dsn(getattr(args, "dsn", None))
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SpecError as exc:
+        for line in exc.lines():
+            _error(scrub(line, dsn))
+    except BadgedError as exc:
+        _error(scrub(str(exc), dsn))
+    except psycopg.Error as exc:
+        _error(scrub(f"database error: {exc.diag.message_primary or str(exc).strip()}", dsn))
+    except KeyboardInterrupt:
+        _error("interrupted")
+    return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    print(f"badged: error: {message}", file=sys.stderr)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        prefix=args.prefix,
+        schema=getattr(args, "schema", "badged"),
+        channel=getattr(args, "channel", "badge_earned"),
+        lock_timeout_ms=int(getattr(args, "lock_timeout", 3) * 1000),
+        statement_timeout_ms=int(getattr(args, "statement_timeout", 60) * 1000),
+    )
+
+
+def _badges(args: argparse.Namespace, settings: Settings) -> tuple[Badge, ...]:
+    return load_badges(args.badges, prefix=settings.prefix, allow_empty=args.allow_empty)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    codes = ", ".join(badge.code for badge in badges)
+    print(f"{args.badges}: {len(badges)} badges valid" + (f" ({codes})" if codes else ""))
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        outcome = reconcile(conn, badges, settings, apply=False)
+    if args.output == "json":
+        print(plan_json(outcome.plan, badges=len(badges)))
+    else:
+        print(plan_text(outcome.plan, badges=len(badges)))
+    return EXIT_CHANGES if args.detailed_exitcode and not outcome.plan.in_sync else EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        outcome = reconcile(conn, badges, settings, apply=True)
+    print(outcome_json(outcome) if args.output == "json" else outcome_text(outcome))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from badged.demo import run_demo
+
+    return run_demo(sys.stdout)
+
+
+def run() -> Any:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Small helpers shared by the database tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from badged.db import connect
+from badged.reconcile import Outcome, reconcile
+from badged.settings import Settings
+from badged.spec import Badge, parse_badges
+import json
+
+
+def badges_from(items: list[dict[str, Any]], settings: Settings | None = None) -> tuple[Badge, ...]:
+    settings = settings or Settings()
+    return parse_badges(json.dumps(items), source="badge.json", prefix=settings.prefix, allow_empty=True)
+
+
+def apply(dsn: str, items: list[dict[str, Any]], settings: Settings | None = None) -> Outcome:
+    settings = settings or Settings()
+    with connect(dsn, settings) as conn:
+        return reconcile(conn, badges_from(items, settings), settings, apply=True)
+
+
+def plan(dsn: str, items: list[dict[str, Any]], settings: Settings | None = None) -> Outcome:
+    settings = settings or Settings()
+    with connect(dsn, settings) as conn:
+        return reconcile(conn, badges_from(items, settings), settings, apply=False)
+
+
+def awards(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+    """(badge, user_id) pairs in badged.award."""
+    return {(badge, user) for badge, user in conn.execute("SELECT badge, user_id FROM badged.award").fetchall()}
+
+
+def badge(code: str, condition: str, event: str = "insert", table: str = "dummy_sketch",
+          user_field: str = "user_id", name: str | None = None) -> dict[str, str]:
+    return {"name": name or code.title(), "code": code, "condition": condition, "trigger_condition": event,
+            "trigger_table": table, "user_field": user_field}
+
+
+def object_oids(conn: psycopg.Connection[Any], prefix: str = "badged_") -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT 'function ' || proname, oid::int8 FROM pg_proc WHERE starts_with(proname::text, %(p)s) "
+        "UNION ALL SELECT 'trigger ' || tgname, oid::int8 FROM pg_trigger WHERE starts_with(tgname::text, %(p)s)",
+        {"p": prefix},
+    ).fetchall()
+    return dict(rows)
