@@ -166,12 +166,12 @@ def parse_search_path(value: str) -> tuple[str, ...] | None:
         statements = parse_sql(f"SET search_path = {value}")
     except ParseError:
         return None
-    stmt = statements[0].stmt
-    names = []
+    stmt: Any = statements[0].stmt
+    names: list[str] = []
     for arg in stmt.args or ():
         if not (isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.String)):
             return None
-        names.append(arg.val.sval)
+        names.append(str(arg.val.sval))
     return tuple(names)
 
 

@@ -54,7 +54,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _spec_options() -> argparse.ArgumentParser:
+def _spec_options() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("badge.json")
     group.add_argument("--badges", type=Path, default=Path(_env("BADGED_BADGES", "./badge.json")),
@@ -73,7 +73,7 @@ def _spec_options() -> argparse.ArgumentParser:
     return common
 
 
-def _database_options() -> argparse.ArgumentParser:
+def _database_options() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("database")
     group.add_argument("--dsn", default=None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pglast import ast, enums, parse_sql
@@ -58,7 +58,7 @@ _CLOCK_TYPES = frozenset(
 _DATA_MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
 
-class Event(str, Enum):
+class Event(StrEnum):
     """The write a badge's trigger fires on (``trigger_condition``)."""
 
     INSERT = "insert"
@@ -130,7 +130,7 @@ def parse_condition(written: str, event: Event) -> Condition:
     )
 
 
-def _parse_single_select(written: str) -> ast.SelectStmt:
+def _parse_single_select(written: str) -> Any:
     if not written.strip():
         raise ConditionError("is empty")
     try:
@@ -143,19 +143,20 @@ def _parse_single_select(written: str) -> ast.SelectStmt:
         raise ConditionError(f"is not valid SQL: {message}") from None
     if len(statements) != 1:
         raise ConditionError("must be one expression or query tail, not several statements (found ';')")
-    select = statements[0].stmt
+    select: Any = statements[0].stmt
     if not isinstance(select, ast.SelectStmt) or select.op != enums.SetOperation.SETOP_NONE:
         raise ConditionError("must be one expression or query tail (UNION, INTERSECT and EXCEPT are not allowed)")
     if select.intoClause is not None:
         raise ConditionError("must not use INTO: a condition only computes a value")
     if select.lockingClause:
         raise ConditionError("must not lock rows (FOR UPDATE/SHARE): it runs inside the application's write")
-    if len(select.targetList or ()) != 1:
+    targets: Any = select.targetList or ()
+    if len(targets) != 1:
         raise ConditionError("must compute exactly one value; found a comma-separated list")
-    target = select.targetList[0].val
-    if isinstance(target, ast.ColumnRef) and isinstance(target.fields[-1], ast.A_Star):
+    fields: Any = targets[0].val.fields if isinstance(targets[0].val, ast.ColumnRef) else ()
+    if fields and isinstance(fields[-1], ast.A_Star):
         raise ConditionError("must compute one boolean value, not '*'")
-    if select.targetList[0].name is not None:
+    if targets[0].name is not None:
         raise ConditionError("must not name its result with AS")
     for node in _walk(select):
         if isinstance(node, _DATA_MODIFYING):
@@ -163,7 +164,7 @@ def _parse_single_select(written: str) -> ast.SelectStmt:
     return select
 
 
-def _has_query_tail(select: ast.SelectStmt) -> bool:
+def _has_query_tail(select: Any) -> bool:
     return any(
         getattr(select, clause)
         for clause in ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
@@ -171,7 +172,7 @@ def _has_query_tail(select: ast.SelectStmt) -> bool:
     )
 
 
-def _walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
+def _walk(node: Any, *, into_subqueries: bool = True) -> Iterator[Any]:
     """Yield *node* and every node below it (optionally stopping at subqueries)."""
     if isinstance(node, (tuple, list)):
         for item in node:
@@ -182,29 +183,30 @@ def _walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
     yield node
     if not into_subqueries and isinstance(node, ast.SubLink):
         return
-    for attribute in type(node).__slots__:
+    for attribute in getattr(type(node), "__slots__", ()):
         yield from _walk(getattr(node, attribute), into_subqueries=into_subqueries)
 
 
-def _qualify_bare_columns(expression: ast.Node, row: str) -> None:
+def _qualify_bare_columns(expression: Any, row: str) -> None:
     """Rewrite ``col`` to ``row.col`` at the top level (subqueries keep their own scope)."""
     for node in _walk(expression, into_subqueries=False):
-        if isinstance(node, ast.ColumnRef) and len(node.fields) == 1 and isinstance(node.fields[0], ast.String):
-            node.fields = (ast.String(sval=row), node.fields[0])
-        elif isinstance(node, ast.ColumnRef) and len(node.fields) >= 2:
-            qualifier = node.fields[0]
-            if isinstance(qualifier, ast.String) and qualifier.sval not in ("new", "old"):
-                raise ConditionError(
-                    f"reads {qualifier.sval}.{_field_name(node.fields[1])} but has no FROM; "
-                    "only NEW and OLD (or bare columns of the changed row) can be read without one"
-                )
+        if not isinstance(node, ast.ColumnRef):
+            continue
+        fields: Any = node.fields
+        if len(fields) == 1 and isinstance(fields[0], ast.String):
+            node.fields = (ast.String(sval=row), fields[0])
+        elif isinstance(fields[0], ast.String) and fields[0].sval not in ("new", "old"):
+            raise ConditionError(
+                f"reads {fields[0].sval}.{_field_name(fields[1])} but has no FROM; "
+                "only NEW and OLD (or bare columns of the changed row) can be read without one"
+            )
 
 
-def _field_name(field: ast.Node) -> str:
-    return field.sval if isinstance(field, ast.String) else "*"
+def _field_name(field: Any) -> str:
+    return str(field.sval) if isinstance(field, ast.String) else "*"
 
 
-def _reject_misused_rows(select: ast.SelectStmt, event: Event) -> None:
+def _reject_misused_rows(select: Any, event: Event) -> None:
     allowed = event.row_variables
     for var, _column in _row_column_refs(select):
         if var not in allowed:
@@ -214,20 +216,22 @@ def _reject_misused_rows(select: ast.SelectStmt, event: Event) -> None:
             )
 
 
-def _row_column_refs(select: ast.SelectStmt) -> Iterator[tuple[str, str]]:
+def _row_column_refs(select: Any) -> Iterator[tuple[str, str]]:
     for node in _walk(select):
-        if isinstance(node, ast.ColumnRef) and len(node.fields) >= 2:
-            var, column = node.fields[0], node.fields[1]
+        fields: Any = node.fields if isinstance(node, ast.ColumnRef) else ()
+        if len(fields) >= 2:
+            var, column = fields[0], fields[1]
             if isinstance(var, ast.String) and var.sval in ("new", "old") and isinstance(column, ast.String):
-                yield var.sval, column.sval
+                yield str(var.sval), str(column.sval)
 
 
-def _is_deterministic(expression: ast.Node) -> bool:
+def _is_deterministic(expression: Any) -> bool:
     for node in _walk(expression):
         if not isinstance(node, _DETERMINISTIC_NODES):
             return False
         if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
-            type_name = node.typeName.names[-1]
+            type_names: Any = node.typeName.names if node.typeName else ()
+            type_name = type_names[-1] if type_names else None
             if isinstance(type_name, ast.String) and type_name.sval in _CLOCK_TYPES:
                 return False
     return True

@@ -67,7 +67,7 @@ def connect(dsn: str, settings: Settings, *, autocommit: bool = True) -> psycopg
     params.setdefault("application_name", APPLICATION_NAME)
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     try:
-        conn = psycopg.connect(conninfo.make_conninfo(**params), autocommit=True)
+        conn = psycopg.connect(conninfo.make_conninfo("", **params), autocommit=True)
     except psycopg.Error as exc:
         raise ConnectionFailed(f"cannot connect to the database: {_first_line(scrub(str(exc), dsn))}") from None
     try:

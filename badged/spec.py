@@ -107,7 +107,8 @@ def parse_badges(text: str, *, source: str, prefix: str, allow_empty: bool = Fal
         if badge is None:
             continue
         if badge.code in seen:
-            problems.append(Problem(f"duplicate code, also used by badge #{seen[badge.code]}", index, badge.code, "code"))
+            duplicate = f"duplicate code, also used by badge #{seen[badge.code]}"
+            problems.append(Problem(duplicate, index, badge.code, "code"))
             continue
         seen[badge.code] = index
         badges.append(badge)
@@ -125,7 +126,8 @@ def _parse_json(text: str, source: str) -> list[Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(source, [Problem(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise SpecError(source, [Problem(f"invalid JSON at {where}: {exc.msg}")]) from None
     if not isinstance(data, list):
         raise SpecError(source, [Problem(f"must be a JSON list of badges, not a JSON {_json_type(data)}")])
     return data
@@ -172,7 +174,8 @@ def _explain(error: Any, index: int, code: str | None) -> Problem:
     if kind == "enum":
         return Problem(f"must be one of insert, update, delete (got {error['input']!r})", index, code, field)
     if kind == "string_pattern_mismatch":
-        return Problem("may contain only letters, digits, '_' and '-' (and must not start with '-')", index, code, field)
+        allowed = "may contain only letters, digits, '_' and '-' (and must not start with '-')"
+        return Problem(allowed, index, code, field)
     if kind == "string_type":
         return Problem("must be a string", index, code, field)
     return Problem(str(error["msg"]).lower(), index, code, field)
@@ -210,8 +213,7 @@ def _parse_column(spec: BadgeSpec, index: int, problems: list[Problem]) -> str |
             index, spec.code, "user_field",
         ))
         return None
-    name: str = column.fields[0].sval
-    return name
+    return str(column.fields[0].sval)
 
 
 def _parse_single(statement: str, node_type: type[ast.Node]) -> Any:
