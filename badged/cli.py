@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one pass, then exit (the default; `badged run` keeps reconciling)")
     once.set_defaults(handler=_reconcile)
 
+    run = commands.add_parser("run", parents=[spec, database],
+                              help="keep reconciling: watch badge.json (file or ConfigMap), resync, serve probes")
+    source = run.add_argument_group("daemon")
+    source.add_argument("--configmap", default=_env("BADGED_CONFIGMAP", ""), metavar="NAMESPACE/NAME[:KEY]",
+                        help="read badge.json from this ConfigMap through the Kubernetes API instead of --badges "
+                             "(key default badge.json; needs badged[k8s]; env BADGED_CONFIGMAP)")
+    source.add_argument("--resync", type=_seconds, default=_seconds(_env("BADGED_RESYNC", "60")),
+                        metavar="SECONDS", help="reconcile this often even without a change, repairing drift "
+                                                "(env BADGED_RESYNC; default 60)")
+    source.add_argument("--http", default=os.environ.get("BADGED_HTTP", ":8080"), metavar="ADDR",
+                        help="serve /healthz, /readyz and /metrics here; empty disables "
+                             "(env BADGED_HTTP; default :8080)")
+    run.set_defaults(handler=_run)
+
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
     demo.add_argument("--log-format", default="console", help=argparse.SUPPRESS)
@@ -186,6 +200,24 @@ def _reconcile(args: argparse.Namespace) -> int:
         outcome = reconcile(conn, badges, settings, apply=True)
     print(outcome_json(outcome) if args.output == "json" else outcome_text(outcome))
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from badged.daemon import DaemonOptions, run_daemon
+    from badged.sources import Source
+    from badged.sources.file import FileSource
+
+    settings = _settings(args)
+    source: Source
+    if args.configmap:
+        from badged.sources.configmap import ConfigMapSource
+
+        source = ConfigMapSource.from_reference(args.configmap)
+    else:
+        source = FileSource(args.badges)
+    options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
+                            allow_empty=args.allow_empty, http=args.http or None)
+    return run_daemon(source, options)
 
 
 def _demo(args: argparse.Namespace) -> int:

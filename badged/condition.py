@@ -112,7 +112,8 @@ def parse_condition(written: str, event: Event) -> Condition:
     if not is_query:
         _qualify_bare_columns(target, event.changed_row)
     _reject_misused_rows(select, event)
-    row_columns = frozenset(_row_column_refs(select))
+    row_refs = frozenset(_row_refs(select))
+    row_columns = frozenset((var, column) for var, column in row_refs if column is not None)
     expression = _deparse(select if is_query else target)
     if is_query:
         expression = f"({expression})"
@@ -126,7 +127,12 @@ def parse_condition(written: str, event: Event) -> Condition:
         expression=expression,
         boolean_check=boolean_check,
         row_columns=row_columns,
-        new_row_only=(not is_query and _is_deterministic(target) and {v for v, _ in row_columns} <= {"new"}),
+        new_row_only=(
+            not is_query
+            and _is_deterministic(target)
+            and {var for var, _ in row_refs} <= {"new"}
+            and all(column is not None for _, column in row_refs)
+        ),
     )
 
 
@@ -194,7 +200,8 @@ def _qualify_bare_columns(expression: Any, row: str) -> None:
             continue
         fields: Any = node.fields
         if len(fields) == 1 and isinstance(fields[0], ast.String):
-            node.fields = (ast.String(sval=row), fields[0])
+            if fields[0].sval not in ("new", "old"):  # a whole-row reference stays as it is
+                node.fields = (ast.String(sval=row), fields[0])
         elif isinstance(fields[0], ast.String) and fields[0].sval not in ("new", "old"):
             raise ConditionError(
                 f"reads {fields[0].sval}.{_field_name(fields[1])} but has no FROM; "
@@ -208,7 +215,7 @@ def _field_name(field: Any) -> str:
 
 def _reject_misused_rows(select: Any, event: Event) -> None:
     allowed = event.row_variables
-    for var, _column in _row_column_refs(select):
+    for var, _column in _row_refs(select):
         if var not in allowed:
             use = " or ".join(sorted(v.upper() for v in allowed))
             raise ConditionError(
@@ -216,13 +223,14 @@ def _reject_misused_rows(select: Any, event: Event) -> None:
             )
 
 
-def _row_column_refs(select: Any) -> Iterator[tuple[str, str]]:
+def _row_refs(select: Any) -> Iterator[tuple[str, str | None]]:
+    """(variable, column) for every NEW/OLD reference; column None for a whole-row reference."""
     for node in _walk(select):
         fields: Any = node.fields if isinstance(node, ast.ColumnRef) else ()
-        if len(fields) >= 2:
-            var, column = fields[0], fields[1]
-            if isinstance(var, ast.String) and var.sval in ("new", "old") and isinstance(column, ast.String):
-                yield str(var.sval), str(column.sval)
+        if not fields or not isinstance(fields[0], ast.String) or fields[0].sval not in ("new", "old"):
+            continue
+        column = fields[1] if len(fields) >= 2 else None
+        yield str(fields[0].sval), str(column.sval) if isinstance(column, ast.String) else None
 
 
 def _is_deterministic(expression: Any) -> bool:

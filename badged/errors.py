@@ -5,7 +5,8 @@
     │   ├── ConfigError              a bad flag or environment variable
     │   ├── SpecError                badge.json is invalid (carries every problem found)
     │   ├── DatabaseMismatch         badge.json names tables/columns the database lacks
-    │   └── ApplyFailed              PostgreSQL refused a step of the plan (all rolled back)
+    │   ├── ApplyFailed              PostgreSQL refused a step of the plan (all rolled back)
+    │   └── SourceError              badge.json (file or ConfigMap) cannot be read
     └── TemporaryError               may succeed later: retry with backoff
         ├── ConnectionFailed         the database cannot be reached
         └── LockTimeout              another transaction held a lock too long
@@ -74,6 +75,10 @@ class DatabaseMismatch(SpecError):
 
 class ApplyFailed(PermanentError):
     """PostgreSQL refused a statement of the plan; the whole transaction was rolled back."""
+
+
+class SourceError(PermanentError):
+    """The source of badge.json cannot be read (missing file, no permission, ConfigMap gone)."""
 
 
 class ConnectionFailed(TemporaryError):

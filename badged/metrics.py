@@ -1,0 +1,31 @@
+"""Prometheus metrics of the daemon, in a registry of their own (tests can make several)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.reconcile_total = Counter(
+            "badged_reconcile", "Reconcile passes by result", ["result"], registry=r)
+        self.reconcile_duration = Histogram(
+            "badged_reconcile_duration_seconds", "Duration of reconcile passes", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.badges_desired = Gauge("badged_badges_desired", "Badges in the last valid badge.json", registry=r)
+        self.changes_applied = Counter(
+            "badged_changes_applied", "Plan steps applied", ["action", "kind"], registry=r)
+        self.drift_repaired = Counter(
+            "badged_drift_repaired", "Objects changed or dropped by hand and repaired", registry=r)
+        self.source_errors = Counter(
+            "badged_source_errors", "badge.json unreadable or invalid", ["reason"], registry=r)
+        self.last_success = Gauge(
+            "badged_last_success_timestamp_seconds", "When the last reconcile succeeded", registry=r)
+        self.ready = Gauge("badged_ready", "1 when the last reconcile succeeded and the source was readable",
+                           registry=r)
