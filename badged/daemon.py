@@ -114,7 +114,7 @@ class Daemon:
         else:  # +-10 % so that replicas started together drift apart
             timeout, reason = self.options.resync_seconds * random.uniform(0.9, 1.1), "resync"  # noqa: S311
         waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())}
-        done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()
         if self._stop.is_set():

@@ -1,0 +1,124 @@
+"""Drive ``badged run`` as a real subprocess and wait on the events it logs (JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class DaemonProcess:
+    """``badged run`` in a subprocess; every log event is kept and can be awaited."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        command = [sys.executable, "-m", "badged", "run", "--log-format", "json", "--log-level", "debug", *args]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.events: list[Event] = []
+        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._seen = 0
+        self.port: int | None = None
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"event": "non-json", "line": line.rstrip()}
+            self._queue.put(event)
+        self._queue.put(None)
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 10.0, what: str = "event") -> Event:
+        """The next event (after the ones already awaited) matching *predicate*; fail after *timeout* s."""
+        for event in self.events[self._seen:]:
+            self._seen += 1
+            if predicate(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if event is None:
+                raise AssertionError(f"badged run exited ({self.process.poll()}) before {what}: {self.events[-5:]}")
+            self.events.append(event)
+            self._seen = len(self.events)
+            if event.get("event") == "http.listening":
+                self.port = int(event["port"])
+            if predicate(event):
+                return event
+        raise AssertionError(f"no {what} within {timeout} s; last events: {self.events[-5:]}")
+
+    def wait_event(self, name: str, timeout: float = 10.0, **fields: Any) -> Event:
+        return self.wait_for(
+            lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items()),
+            timeout, what=f"{name} {fields or ''}",
+        )
+
+    def wait_applied(self, timeout: float = 10.0) -> Event:
+        """The next reconcile that changed something."""
+        return self.wait_for(lambda e: e.get("event") == "reconcile.done" and e.get("changes", 0) > 0,
+                             timeout, what="a reconcile with changes")
+
+    def wait_reconciled(self, timeout: float = 10.0) -> Event:
+        return self.wait_event("reconcile.done", timeout)
+
+    def get(self, path: str) -> tuple[int, str]:
+        if self.port is None:
+            self.wait_event("http.listening")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as reply:  # noqa: S310
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def errors(self) -> list[Event]:
+        return [e for e in self.events if e.get("level") in ("error", "critical") or e.get("event") == "non-json"]
+
+
+def kubelet_update(directory: Path, files: dict[str, str], generation: int) -> None:
+    """Do exactly what the kubelet does to a ConfigMap volume: new timestamped dir, atomic ..data swap."""
+    stamp = directory / f"..2026_11_24_00_00_{generation:02d}.{os.getpid()}"
+    stamp.mkdir()
+    for name, content in files.items():
+        (stamp / name).write_text(content)
+    old = (directory / "..data").resolve() if (directory / "..data").exists() else None
+    tmp = directory / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    tmp.rename(directory / "..data")  # atomic: readers see the old or the new set, never a mix
+    for name in files:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / name)
+    if old is not None and old != stamp:
+        for child in old.iterdir():
+            child.unlink()
+        old.rmdir()
