@@ -1,0 +1,1 @@
+"""badged's measurements: scripts that print ratios and figures against stated goals."""
