@@ -305,10 +305,14 @@ def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
                 "    badge text NOT NULL,\n"
                 "    user_id text NOT NULL,\n"
                 "    awarded_at timestamptz NOT NULL DEFAULT now(),\n"
+                "    txid xid8 NOT NULL DEFAULT pg_current_xact_id(),\n"
                 "    UNIQUE (badge, user_id)\n"
                 ")"
             ).format(award=award),
             sql.SQL("CREATE INDEX ON {} (user_id)").format(award),
+            # Listeners read awards in commit order: the awarding transaction's id lets them
+            # tell "committed since my last read" exactly (pg_visible_in_snapshot).
+            sql.SQL("CREATE INDEX ON {} (txid)").format(award),
         ],
         BADGE_TABLE: [
             sql.SQL(
