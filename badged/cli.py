@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +65,11 @@ def _spec_options() -> _Parser:
                             "default badged_)")
     group.add_argument("--allow-empty", action="store_true", default=_env_flag("BADGED_ALLOW_EMPTY"),
                        help="accept an empty badge list, which drops every badge (env BADGED_ALLOW_EMPTY)")
+    return common
+
+
+def _logging_options() -> _Parser:
+    common = _Parser(add_help=False)
     logging = common.add_argument_group("logging")
     logging.add_argument("--log-level", choices=LEVELS, default=_env("BADGED_LOG_LEVEL", "info"),
                          help="(env BADGED_LOG_LEVEL; default info)")
@@ -99,23 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "from badge.json.")
     parser.add_argument("--version", action="version", version=f"badged {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    spec, database = _spec_options(), _database_options()
+    spec, database, logs = _spec_options(), _database_options(), _logging_options()
 
-    validate = commands.add_parser("validate", parents=[spec], help="check badge.json alone (no database)")
+    validate = commands.add_parser("validate", parents=[spec, logs], help="check badge.json alone (no database)")
     validate.set_defaults(handler=_validate)
 
-    plan = commands.add_parser("plan", parents=[spec, database], help="show what reconcile would change")
+    plan = commands.add_parser("plan", parents=[spec, database, logs], help="show what reconcile would change")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 0 when in sync, 2 when changes are pending, 1 on error")
     plan.set_defaults(handler=_plan)
 
-    once = commands.add_parser("reconcile", parents=[spec, database],
+    once = commands.add_parser("reconcile", parents=[spec, database, logs],
                                help="apply the plan in one transaction and exit")
     once.add_argument("--once", action="store_true", default=True,
                       help="one pass, then exit (the default; `badged run` keeps reconciling)")
     once.set_defaults(handler=_reconcile)
 
-    run = commands.add_parser("run", parents=[spec, database],
+    run = commands.add_parser("run", parents=[spec, database, logs],
                               help="keep reconciling: watch badge.json (file or ConfigMap), resync, serve probes")
     source = run.add_argument_group("daemon")
     source.add_argument("--configmap", default=_env("BADGED_CONFIGMAP", ""), metavar="NAMESPACE/NAME[:KEY]",
@@ -128,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
     run.set_defaults(handler=_run)
+
+    listen = commands.add_parser("listen", parents=[database, logs],
+                                 help="print one JSON line per badge earned, missing none")
+    listen.add_argument("--since", type=int, metavar="AWARD_ID",
+                        help="start with the awards after this id (default: from now)")
+    listen.add_argument("--group", default=os.environ.get("BADGED_GROUP") or None, metavar="NAME",
+                        help="durable consumer group: resume where the group stopped; processes of one group "
+                             "share the work (env BADGED_GROUP)")
+    listen.add_argument("--batch-size", type=int, default=1000, metavar="N", help="awards read per query")
+    listen.set_defaults(handler=_listen)
 
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
@@ -161,7 +177,7 @@ def _error(message: str) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
-        prefix=args.prefix,
+        prefix=getattr(args, "prefix", "badged_"),
         schema=getattr(args, "schema", "badged"),
         channel=getattr(args, "channel", "badge_earned"),
         lock_timeout_ms=int(getattr(args, "lock_timeout", 3) * 1000),
@@ -218,6 +234,26 @@ def _run(args: argparse.Namespace) -> int:
     options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
                             allow_empty=args.allow_empty, http=args.http or None)
     return run_daemon(source, options)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from badged.listen import Subscription
+
+    settings = Settings(schema=args.schema, channel=args.channel,
+                        lock_timeout_ms=int(args.lock_timeout * 1000),
+                        statement_timeout_ms=int(args.statement_timeout * 1000))
+    subscription = Subscription(resolve_dsn(args.dsn), group=args.group, since=args.since, settings=settings,
+                                batch_size=args.batch_size)
+    stop = lambda signum, frame: subscription.close()  # noqa: E731 - finish the batch, save, exit
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for event in subscription:
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (| head): not an error
+        sys.stderr.close()
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

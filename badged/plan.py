@@ -30,6 +30,7 @@ from badged.render import (
     AWARD_TABLE,
     BADGE_TABLE,
     COMMENT_MARK,
+    GROUP_TABLE,
     BadgeRow,
     Desired,
     FunctionDef,
@@ -129,7 +130,7 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     if not catalog.schema_exists:
         steps.append(Step(Action.CREATE, "schema", settings.schema, "badged's schema is missing",
                           _sql(*bootstrap["schema"])))
-    for table in (AWARD_TABLE, BADGE_TABLE):
+    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE):
         if table not in catalog.tables:
             steps.append(Step(Action.CREATE, "table", f"{settings.schema}.{table}",
                               f"badged's {table} table is missing", _sql(*bootstrap[table])))

@@ -23,6 +23,7 @@ from badged.spec import Badge
 
 AWARD_TABLE = "award"
 BADGE_TABLE = "badge"
+GROUP_TABLE = "consumer_group"
 #: Stamped into every object comment so people (and badged) can tell what made it.
 COMMENT_MARK = "managed by badged"
 
@@ -312,7 +313,26 @@ def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
             sql.SQL("CREATE INDEX ON {} (user_id)").format(award),
             # Listeners read awards in commit order: the awarding transaction's id lets them
             # tell "committed since my last read" exactly (pg_visible_in_snapshot).
-            sql.SQL("CREATE INDEX ON {} (txid)").format(award),
+            sql.SQL("CREATE INDEX ON {} (txid, id)").format(award),
+        ],
+        GROUP_TABLE: [
+            sql.SQL(
+                "CREATE TABLE {group} (\n"
+                "    name text PRIMARY KEY,\n"
+                "    snapshot pg_snapshot NOT NULL,\n"
+                "    upto pg_snapshot,\n"
+                "    after_txid xid8 NOT NULL DEFAULT '0',\n"
+                "    after_id bigint NOT NULL DEFAULT 0,\n"
+                "    min_id bigint NOT NULL DEFAULT 0,\n"
+                "    delivered bigint NOT NULL DEFAULT 0,\n"
+                "    updated_at timestamptz NOT NULL DEFAULT now()\n"
+                ")"
+            ).format(group=sql.SQL("{}.{}").format(schema, sql.Identifier(GROUP_TABLE))),
+            sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
+                schema, sql.Identifier(GROUP_TABLE),
+                sql.Literal("positions of durable listener groups: every award visible in snapshot has been "
+                            "delivered, plus those visible in upto up to (after_txid, after_id)"),
+            ),
         ],
         BADGE_TABLE: [
             sql.SQL(

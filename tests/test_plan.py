@@ -50,7 +50,7 @@ def installed(desired: Desired) -> Catalog:
     """The catalog as it reads right after ``desired`` was applied."""
     return Catalog(
         schema_exists=True,
-        tables=frozenset({"award", "badge"}),
+        tables=frozenset({"award", "badge", "consumer_group"}),
         functions=tuple(as_actual_function(f) for f in desired.functions),
         triggers=tuple(as_actual_trigger(t) for t in desired.triggers),
         foreign_triggers=(),
@@ -84,9 +84,9 @@ def test_seed_renders_to_the_stored_plan() -> None:
 def test_a_first_plan_creates_in_dependency_order() -> None:
     plan = diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS)
     kinds = [step.kind for step in plan.steps]
-    assert kinds == ["schema", "table", "table"] + ["function"] * 3 + ["trigger"] * 3 + ["badge"] * 3
+    assert kinds == ["schema", "table", "table", "table"] + ["function"] * 3 + ["trigger"] * 3 + ["badge"] * 3
     assert all(step.action is Action.CREATE for step in plan.steps)
-    assert plan.summary == "12 to create, 0 to replace, 0 to drop"
+    assert plan.summary == "13 to create, 0 to replace, 0 to drop"
 
 
 def test_what_was_applied_diffs_to_nothing() -> None:
@@ -187,6 +187,6 @@ def test_plan_json_lists_every_change_with_its_sql() -> None:
 
     data = json.loads(plan_json(diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS), badges=3))
     assert data["in_sync"] is False
-    assert data["summary"] == {"create": 12, "replace": 0, "drop": 0}
+    assert data["summary"] == {"create": 13, "replace": 0, "drop": 0}
     assert {"action", "kind", "name", "badge", "reason", "sql"} <= set(data["changes"][0])
     assert any("CREATE TRIGGER" in s for change in data["changes"] for s in change["sql"])

@@ -1,0 +1,257 @@
+"""Subscribe to badge-earned events: ``badged listen`` and ``badged.subscribe()``.
+
+Nothing is lost while no one listens, because the award table is the source of
+truth and NOTIFY only rings the doorbell:
+
+1. LISTEN on a connection of its own (psycopg's ``notifies()`` needs one);
+2. catch up from the award table, in batches, from a ``Position`` (see ``events``);
+3. wait for a notification (or a short poll), then read again from the position.
+
+Without a group the position lives in memory and starts "now" (or ``since``).
+With ``group=NAME`` it lives in ``<schema>.consumer_group``: a batch is read, handed
+over and the position advanced in one transaction holding the group's row
+``FOR UPDATE SKIP LOCKED``, so several processes of one group share the work
+without duplicates, and a crash before commit hands the batch out again
+(at-least-once; exact across clean stops).
+
+Connection loss is retried with backoff; a DSN whose LISTEN never hears its own
+NOTIFY (a transaction-mode PgBouncer) is a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from badged.backoff import Backoff
+from badged.db import connect
+from badged.errors import ConfigError, ConnectionFailed, PermanentError
+from badged.events import AwardEvent, Position
+from badged.render import AWARD_TABLE, BADGE_TABLE, GROUP_TABLE
+from badged.settings import Settings
+
+log = structlog.get_logger("badged.listen")
+
+#: How long to wait for our own NOTIFY before deciding LISTEN cannot work here.
+LISTEN_PROBE_TIMEOUT_S = 3.0
+
+
+class Subscription:
+    """Award events as a plain iterator and an async iterator, reconnecting by itself."""
+
+    def __init__(self, dsn: str, *, group: str | None = None, since: int | None = None,
+                 settings: Settings | None = None, batch_size: int = 1000, poll_interval: float = 1.0) -> None:
+        if group is not None and not group.strip():
+            raise ConfigError("the group name must not be empty")
+        if batch_size < 1:
+            raise ConfigError("batch size must be at least 1")
+        self.dsn = dsn
+        self.group = group
+        self.since = since
+        self.settings = settings or Settings()
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._closed = threading.Event()
+        self._position: Position | None = None
+        self._sql = _Statements(self.settings)
+
+    def close(self) -> None:
+        """Stop after the batch in hand (its position is saved first)."""
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # -- the plain iterator ------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[AwardEvent]:
+        backoff = Backoff()
+        while not self.closed:
+            try:
+                yield from self._session(backoff)
+            except (psycopg.OperationalError, ConnectionFailed) as exc:
+                delay = backoff.next_delay()
+                log.warning("listen.reconnect", error=str(exc).strip().splitlines()[0], retry_in=round(delay, 2))
+                self._closed.wait(delay)
+
+    def _session(self, backoff: Backoff) -> Iterator[AwardEvent]:
+        with connect(self.dsn, self.settings) as work, connect(self.dsn, self.settings) as bell:
+            bell.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.settings.channel)))
+            self._require_schema(work)
+            self._probe_listen(work, bell)
+            if self.group is not None:
+                self._ensure_group(work)
+            elif self._position is None:
+                self._position = self._start_position(work)
+            backoff.reset()
+            log.info("listen.started", group=self.group, channel=self.settings.channel)
+            while not self.closed:
+                if self.group is None:
+                    yield from self._drain_memory(work)
+                else:
+                    yield from self._drain_group(work)
+                self._wait_for_doorbell(bell)
+
+    def _wait_for_doorbell(self, bell: psycopg.Connection[Any]) -> None:
+        """Return on a notification, after poll_interval, or soon after close()."""
+        waited = 0.0
+        step = min(0.5, self.poll_interval)
+        while not self.closed and waited < self.poll_interval:
+            if any(True for _ in bell.notifies(timeout=step, stop_after=1)):
+                for _ in bell.notifies(timeout=0):  # swallow the rest of the burst: one read serves all
+                    pass
+                return
+            waited += step
+
+    def _drain_memory(self, work: psycopg.Connection[Any]) -> Iterator[AwardEvent]:
+        while True:
+            assert self._position is not None
+            upto, batch = self._fetch(work, self._position)
+            for _txid, event in batch:
+                yield event
+            self._position = self._position.advance(upto, batch, self.batch_size)
+            if len(batch) < self.batch_size or self.closed:
+                return
+
+    def _drain_group(self, work: psycopg.Connection[Any]) -> Iterator[AwardEvent]:
+        while not self.closed:
+            with work.transaction():
+                row = work.execute(self._sql.lock_group, (self.group,)).fetchone()
+                if row is None:
+                    return  # another member of the group holds it; the doorbell or the poll brings us back
+                position = Position(*row)
+                upto, batch = self._fetch(work, position)
+                for _txid, event in batch:
+                    yield event
+                after = position.advance(upto, batch, self.batch_size)
+                work.execute(self._sql.save_group, (after.snapshot, after.upto, after.after_txid, after.after_id,
+                                                    after.min_id, len(batch), self.group))
+            if len(batch) < self.batch_size:
+                return
+
+    def _fetch(self, work: psycopg.Connection[Any],
+               position: Position) -> tuple[str, list[tuple[int, AwardEvent]]]:
+        """The next batch of the delta from *position*, and the snapshot that delta ends at."""
+        upto = position.upto
+        if upto is None:
+            row = work.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()
+            assert row is not None
+            upto = str(row[0])
+        rows = work.execute(self._sql.fetch, {
+            "from": position.snapshot, "upto": upto, "after_txid": position.after_txid,
+            "after_id": position.after_id, "min_id": position.min_id, "limit": self.batch_size,
+        }).fetchall()
+        return upto, [(int(row[0]), AwardEvent(*row[1:])) for row in rows]
+
+    def _start_position(self, work: psycopg.Connection[Any]) -> Position:
+        if self.since is not None:
+            return Position.since(self.since)
+        row = work.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        return Position(str(row[0]))
+
+    def _ensure_group(self, work: psycopg.Connection[Any]) -> None:
+        start = self._start_position(work)
+        work.execute(self._sql.create_group, (self.group, start.snapshot, start.min_id))
+
+    def _require_schema(self, work: psycopg.Connection[Any]) -> None:
+        row = work.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL, pg_catalog.to_regclass(%s) IS NOT NULL",
+                           (f"{self.settings.schema}.{AWARD_TABLE}", f"{self.settings.schema}.{GROUP_TABLE}"),
+                           ).fetchone()
+        if not row or not row[0] or (self.group is not None and not row[1]):
+            raise PermanentError(
+                f"badged's tables are missing from schema {self.settings.schema!r}: run `badged reconcile --once` "
+                "(or `badged run`) against this database first"
+            )
+
+    def _probe_listen(self, work: psycopg.Connection[Any], bell: psycopg.Connection[Any]) -> None:
+        """Prove the doorbell rings: a transaction-mode pooler silently drops LISTEN."""
+        token = f"badged-listen-probe-{uuid.uuid4()}"
+        work.execute("SELECT pg_catalog.pg_notify(%s, %s)", (self.settings.channel, token))
+        for note in bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
+            if note.payload == token:
+                return
+        raise PermanentError(
+            "LISTEN on this connection never heard our own NOTIFY; a transaction-mode PgBouncer (or another "
+            "transaction pooler) cannot carry LISTEN/NOTIFY: point --dsn at PostgreSQL or a session-mode pool"
+        )
+
+    # -- the async iterator ---------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[AwardEvent]:
+        return self._async_events()
+
+    async def _async_events(self) -> AsyncIterator[AwardEvent]:
+        """The plain iterator, run in a thread; a queue of one keeps at most one event in flight."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[AwardEvent | BaseException | None] = asyncio.Queue(maxsize=1)
+
+        def pump() -> None:
+            item: BaseException | None = None
+            try:
+                for event in self:
+                    asyncio.run_coroutine_threadsafe(queue.put(event), loop).result()
+            except BaseException as exc:  # handed to the consumer
+                item = exc
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        thread = threading.Thread(target=pump, name="badged-subscribe", daemon=True)
+        thread.start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+            while thread.is_alive():  # let the pump finish its put, then its batch
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    await asyncio.sleep(0.05)
+
+
+def subscribe(dsn: str, group: str | None = None, since: int | None = None, **options: Any) -> Subscription:
+    """Award events from *dsn*, oldest first; ``for event in subscribe(...)`` or ``async for``."""
+    return Subscription(dsn, group=group, since=since, **options)
+
+
+class _Statements:
+    def __init__(self, settings: Settings) -> None:
+        schema = sql.Identifier(settings.schema)
+        award = sql.SQL("{}.{}").format(schema, sql.Identifier(AWARD_TABLE))
+        badge = sql.SQL("{}.{}").format(schema, sql.Identifier(BADGE_TABLE))
+        group = sql.SQL("{}.{}").format(schema, sql.Identifier(GROUP_TABLE))
+        # The delta between two snapshots, read in (txid, id) order along the (txid, id)
+        # index, resuming after the last pair delivered: each batch is one index range scan.
+        self.fetch = sql.SQL("""
+            SELECT a.txid::text::int8, a.id, a.badge, b.name, a.user_id, a.awarded_at, b.trigger_table
+            FROM {award} a LEFT JOIN {badge} b ON b.code = a.badge
+            WHERE (a.txid, a.id) > (GREATEST(pg_catalog.pg_snapshot_xmin(%(from)s::pg_snapshot),
+                                             %(after_txid)s::text::xid8), %(after_id)s)
+              AND NOT pg_catalog.pg_visible_in_snapshot(a.txid, %(from)s::pg_snapshot)
+              AND pg_catalog.pg_visible_in_snapshot(a.txid, %(upto)s::pg_snapshot)
+              AND a.id > %(min_id)s
+            ORDER BY a.txid, a.id
+            LIMIT %(limit)s
+        """).format(award=award, badge=badge)
+        self.lock_group = sql.SQL(
+            "SELECT snapshot::text, upto::text, after_txid::text::int8, after_id, min_id FROM {}"
+            " WHERE name = %s FOR UPDATE SKIP LOCKED"
+        ).format(group)
+        self.save_group = sql.SQL(
+            "UPDATE {} SET snapshot = %s::pg_snapshot, upto = %s::pg_snapshot, after_txid = %s::text::xid8,"
+            " after_id = %s, min_id = %s, delivered = delivered + %s, updated_at = now() WHERE name = %s"
+        ).format(group)
+        self.create_group = sql.SQL(
+            "INSERT INTO {} (name, snapshot, min_id) VALUES (%s, %s::pg_snapshot, %s)"
+            " ON CONFLICT (name) DO NOTHING"
+        ).format(group)
