@@ -19,7 +19,7 @@ import psycopg
 
 from badged import __version__
 from badged.db import connect, resolve_dsn, scrub
-from badged.errors import BadgedError, SpecError
+from badged.errors import BadgedError, ConfigError, SpecError
 from badged.logs import LEVELS, configure_logging
 from badged.output import outcome_json, outcome_text, plan_json, plan_text
 from badged.reconcile import reconcile
@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--http", default=os.environ.get("BADGED_HTTP", ":8080"), metavar="ADDR",
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
+    hook = run.add_argument_group("webhook")
+    hook.add_argument("--webhook", default=_env("BADGED_WEBHOOK", ""), metavar="URL",
+                      help="POST every badge-earned event here, at least once (env BADGED_WEBHOOK)")
+    hook.add_argument("--webhook-secret-file", type=Path, metavar="PATH",
+                      default=Path(p) if (p := os.environ.get("BADGED_WEBHOOK_SECRET_FILE")) else None,
+                      help="shared secret for the X-Badged-Signature HMAC-SHA256 header "
+                           "(env BADGED_WEBHOOK_SECRET_FILE; required with --webhook)")
+    hook.add_argument("--webhook-group", default=_env("BADGED_WEBHOOK_GROUP", "webhook"), metavar="NAME",
+                      help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
+                           "default webhook)")
     run.set_defaults(handler=_run)
 
     listen = commands.add_parser("listen", parents=[database, logs],
@@ -231,8 +241,15 @@ def _run(args: argparse.Namespace) -> int:
         source = ConfigMapSource.from_reference(args.configmap)
     else:
         source = FileSource(args.badges)
+    webhook = None
+    if args.webhook:
+        from badged.webhook import WebhookOptions, read_secret
+
+        if args.webhook_secret_file is None:
+            raise ConfigError("--webhook needs --webhook-secret-file (the HMAC key receivers verify with)")
+        webhook = WebhookOptions(args.webhook, read_secret(args.webhook_secret_file), args.webhook_group)
     options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
-                            allow_empty=args.allow_empty, http=args.http or None)
+                            allow_empty=args.allow_empty, http=args.http or None, webhook=webhook)
     return run_daemon(source, options)
 
 

@@ -41,6 +41,7 @@ from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.sources import Source
 from badged.spec import Badge, parse_badges
+from badged.webhook import WebhookForwarder, WebhookOptions
 
 log = structlog.get_logger("badged.daemon")
 
@@ -55,6 +56,7 @@ class DaemonOptions:
     resync_seconds: float = 60.0
     allow_empty: bool = False
     http: str | None = ":8080"
+    webhook: WebhookOptions | None = None
 
 
 class Daemon:
@@ -70,6 +72,7 @@ class Daemon:
         self._last_digest: str | None = None
         self._last_ok = False
         self._conn: psycopg.Connection[Any] | None = None
+        self._forwarder: WebhookForwarder | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,6 +96,8 @@ class Daemon:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            if self._forwarder:
+                self._forwarder.stop(timeout=0.5)
             if server:
                 server.stop()
             self._close()
@@ -180,6 +185,11 @@ class Daemon:
         self.metrics.last_success.set(time.time())
         self.metrics.ready.set(1)
         self.health.set(True, f"in sync with {self.source.description} ({outcome.badges} badges)")
+        if self.options.webhook and self._forwarder is None:
+            # after the first success, so badged's tables exist when it starts reading
+            self._forwarder = WebhookForwarder(self.options.dsn, self.options.settings, self.options.webhook,
+                                               self.metrics)
+            self._forwarder.start()
         if reason != "resync" or outcome.applied:
             log.debug("daemon.pass", reason=reason, applied=outcome.applied)
 

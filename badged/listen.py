@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import psycopg
@@ -72,7 +72,7 @@ class Subscription:
 
     # -- the plain iterator ------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[AwardEvent]:
+    def __iter__(self) -> Generator[AwardEvent, None, None]:
         backoff = Backoff()
         while not self.closed:
             try:

@@ -27,5 +27,12 @@ class Metrics:
             "badged_source_errors", "badge.json unreadable or invalid", ["reason"], registry=r)
         self.last_success = Gauge(
             "badged_last_success_timestamp_seconds", "When the last reconcile succeeded", registry=r)
+        self.events_delivered = Counter(
+            "badged_events_delivered", "badge-earned events delivered", ["sink"], registry=r)
+        self.event_failures = Counter(
+            "badged_event_failures", "Failed deliveries of badge-earned events (each is retried)", ["sink"],
+            registry=r)
+        self.event_lag = Gauge(
+            "badged_event_lag_seconds", "Age of the last delivered event when it was delivered", registry=r)
         self.ready = Gauge("badged_ready", "1 when the last reconcile succeeded and the source was readable",
                            registry=r)
