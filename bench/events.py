@@ -124,7 +124,8 @@ def measure_sustained(dsn: str, total: int) -> float:
     started = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         for start in range(0, total, 1000):
-            conn.execute("INSERT INTO signup SELECT 2000000 + generate_series(%s::int, %s::int)", (start + 1, start + 1000))
+            conn.execute("INSERT INTO signup SELECT 2000000 + generate_series(%s::int, %s::int)",
+                         (start + 1, start + 1000))
     last = lines.wait(total)
     process.terminate()
     process.wait()
