@@ -21,6 +21,7 @@ NOTIFY (a transaction-mode PgBouncer) is a clear error.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -190,33 +191,38 @@ class Subscription:
         return self._async_events()
 
     async def _async_events(self) -> AsyncIterator[AwardEvent]:
-        """The plain iterator, run in a thread; a queue of one keeps at most one event in flight."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[AwardEvent | BaseException | None] = asyncio.Queue(maxsize=1)
+        """The plain iterator, run in a thread; a hand-off queue of one keeps at most one event in flight."""
+        handoff: queue.Queue[AwardEvent | BaseException | None] = queue.Queue(maxsize=1)
+
+        def offer(item: AwardEvent | BaseException | None) -> bool:
+            while not self.closed:
+                try:
+                    handoff.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False  # the consumer left: drop it (an unfinished batch is rolled back)
 
         def pump() -> None:
-            item: BaseException | None = None
             try:
                 for event in self:
-                    asyncio.run_coroutine_threadsafe(queue.put(event), loop).result()
+                    if not offer(event):
+                        return
             except BaseException as exc:  # handed to the consumer
-                item = exc
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+                offer(exc)
+                return
+            offer(None)
 
         thread = threading.Thread(target=pump, name="badged-subscribe", daemon=True)
         thread.start()
         try:
-            while (item := await queue.get()) is not None:
+            while (item := await asyncio.to_thread(handoff.get)) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
             self.close()
-            while thread.is_alive():  # let the pump finish its put, then its batch
-                try:
-                    queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    await asyncio.sleep(0.05)
+            await asyncio.to_thread(thread.join, 5.0)
 
 
 def subscribe(dsn: str, group: str | None = None, since: int | None = None, **options: Any) -> Subscription:

@@ -99,6 +99,9 @@ class DaemonProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=5)
+        self._reader.join(timeout=5)
+        if self.process.stderr:
+            self.process.stderr.close()
 
     def errors(self) -> list[Event]:
         return [e for e in self.events if e.get("level") in ("error", "critical") or e.get("event") == "non-json"]

@@ -50,8 +50,10 @@ class Listener:
         self.lines: list[str] = []
         self.logs: list[dict[str, Any]] = []
         self._changed = threading.Condition()
-        threading.Thread(target=self._pump, args=(self.process.stdout, self.lines), daemon=True).start()
-        threading.Thread(target=self._pump_logs, daemon=True).start()
+        self._threads = [threading.Thread(target=self._pump, args=(self.process.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._pump_logs, daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def _pump(self, stream: IO[str] | None, into: list[str]) -> None:
         assert stream is not None
@@ -82,9 +84,23 @@ class Listener:
             if not self._changed.wait_for(ready, timeout):
                 raise AssertionError(f"no {what} within {timeout} s: {len(self.lines)} lines, logs {self.logs[-3:]}")
 
+    def wait_users(self, users: set[str], also: set[str], timeout: float = 20.0) -> None:
+        """Until the users seen here, together with *also*, cover *users*."""
+        self._wait(lambda: {json.loads(line)["user_id"] for line in self.lines} | also >= users, timeout,
+                   f"all of {len(users)} users")
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
-        return self.process.wait(timeout=10)
+        code = self.process.wait(timeout=10)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream:
+                stream.close()
 
 
 @pytest.fixture
@@ -95,6 +111,7 @@ def listeners() -> Iterator[list[Listener]]:
         if listener.process.poll() is None:
             listener.process.kill()
             listener.process.wait()
+        listener.close()
 
 
 def listen(listeners: list[Listener], dsn: str, *args: str) -> Listener:
@@ -174,7 +191,7 @@ def test_a_killed_member_loses_nothing(seeded: str, listeners: list[Listener]) -
     victim.stop(signal.SIGKILL)
     seen = {json.loads(line)["user_id"] for line in victim.lines}
     survivor = listen(listeners, seeded, "--group", "audit", "--batch-size", "100")
-    survivor.wait_lines(500 - len(seen), timeout=20)
+    survivor.wait_users({str(n) for n in range(1, 501)}, also=seen)
     survivor.stop()
     seen |= {json.loads(line)["user_id"] for line in survivor.lines}
     assert seen == {str(n) for n in range(1, 501)}
