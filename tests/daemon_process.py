@@ -74,9 +74,13 @@ class DaemonProcess:
         )
 
     def wait_applied(self, timeout: float = 10.0) -> Event:
-        """The next reconcile that changed something."""
-        return self.wait_for(lambda e: e.get("event") == "reconcile.done" and e.get("changes", 0) > 0,
+        """The next reconcile that changed something, once the daemon has recorded it (health, metrics)."""
+        done = self.wait_for(lambda e: e.get("event") == "reconcile.done" and e.get("changes", 0) > 0,
                              timeout, what="a reconcile with changes")
+        # reconcile.done is logged inside the transaction's thread; /readyz flips after it
+        self.wait_for(lambda e: e.get("event") == "daemon.pass" and e.get("applied") is True, timeout,
+                      what="the daemon to record the applied pass")
+        return done
 
     def wait_reconciled(self, timeout: float = 10.0) -> Event:
         return self.wait_event("reconcile.done", timeout)
