@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 
@@ -25,6 +25,9 @@ from badged.output import outcome_json, outcome_text, plan_json, plan_text
 from badged.reconcile import reconcile
 from badged.settings import Settings
 from badged.spec import Badge, load_badges
+
+if TYPE_CHECKING:
+    from badged.backfill import Progress
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -145,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "default webhook)")
     run.set_defaults(handler=_run)
 
+    status = commands.add_parser("status", parents=[spec, database, logs],
+                                 help="per badge: in sync, drifted, missing or pending; awards so far")
+    status.set_defaults(handler=_status)
+
+    backfill = commands.add_parser("backfill", parents=[spec, database, logs],
+                                   help="award badges to users who already qualify (existing rows)")
+    backfill.add_argument("--badge", action="append", metavar="CODE",
+                          help="only this badge (repeatable; default: every insert and update badge)")
+    backfill.add_argument("--dry-run", action="store_true", help="count what would be awarded, award nothing")
+    backfill.add_argument("--batch-size", type=int, default=1000, metavar="N", help="rows per transaction")
+    backfill.set_defaults(handler=_backfill)
+
     listen = commands.add_parser("listen", parents=[database, logs],
                                  help="print one JSON line per badge earned, missing none")
     listen.add_argument("--since", type=int, metavar="AWARD_ID",
@@ -251,6 +266,67 @@ def _run(args: argparse.Namespace) -> int:
     options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
                             allow_empty=args.allow_empty, http=args.http or None, webhook=webhook)
     return run_daemon(source, options)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from badged.status import badge_statuses, read_award_stats, status_json, status_text
+
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        outcome = reconcile(conn, badges, settings, apply=False)
+        statuses = badge_statuses(badges, outcome.plan, read_award_stats(conn, settings))
+    print(status_json(statuses, outcome.plan) if args.output == "json" else status_text(statuses, outcome.plan))
+    return EXIT_OK if outcome.plan.in_sync else EXIT_CHANGES
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from badged.backfill import run_backfill
+    from badged.catalog import resolve_tables
+    from badged.condition import Event
+    from badged.reconcile import check_against_database
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    wanted = set(args.badge or ())
+    unknown = wanted - {badge.code for badge in badges}
+    if unknown:
+        raise ConfigError(f"--badge {', '.join(sorted(unknown))}: no such badge in {args.badges}")
+    selected = [b for b in badges if not wanted or b.code in wanted]
+    dsn = resolve_dsn(args.dsn)
+    with connect(dsn, settings) as conn:
+        tables = check_against_database(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)))
+        exists = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{settings.schema}.award",)).fetchone()
+        if not exists or not exists[0]:
+            raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
+    show = _progress_printer() if sys.stderr.isatty() else None
+    for badge in selected:
+        if badge.event is Event.DELETE:
+            print(f"{badge.code}: skipped: a delete badge cannot be backfilled (the deleted rows are gone)")
+            continue
+        try:
+            done = run_backfill(lambda: connect(dsn, settings), badge, tables[str(badge.table)], settings,
+                                          batch_size=args.batch_size, dry_run=args.dry_run, on_progress=show)
+        except KeyboardInterrupt:
+            print(f"\n{badge.code}: interrupted; awards already made stay; run again to continue "
+                  "(holders are skipped)", file=sys.stderr)
+            return EXIT_ERROR
+        if show:
+            print(file=sys.stderr)
+        verb = "would award" if args.dry_run else "awarded"
+        failed = f", condition failed on {done.failed_rows} rows" if done.failed_rows else ""
+        print(f"{badge.code}: {verb} {done.awarded} (of {done.rows} rows{failed})")
+    return EXIT_OK
+
+
+def _progress_printer() -> Callable[[Progress], None]:
+    def show(progress: Progress) -> None:
+        share = progress.rows / progress.total_rows if progress.total_rows else 1.0
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r{progress.badge}: [{bar:<30}] {share:4.0%} {progress.rows}/{progress.total_rows} rows, "
+                         f"{progress.awarded} awarded")
+        sys.stderr.flush()
+
+    return show
 
 
 def _listen(args: argparse.Namespace) -> int:

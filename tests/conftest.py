@@ -154,3 +154,24 @@ def restartable_server() -> Iterator[Any]:
             with psycopg.connect(Control.dsn, autocommit=True) as conn:
                 conn.execute((SEED / "schema.sql").read_text().encode())
             yield Control
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """Run ``badged …`` in this process: returns (exit code, stdout, stderr).
+
+    ``main`` points structlog at the captured stderr, which pytest closes after the
+    test; the configuration is reset so later tests log to a live stream.
+    """
+    import structlog
+
+    from badged.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # only this command's output
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield run
+    structlog.reset_defaults()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -10,7 +11,6 @@ from badged.db import connect
 from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.spec import Badge, parse_badges
-import json
 
 
 def badges_from(items: list[dict[str, Any]], settings: Settings | None = None) -> tuple[Badge, ...]:

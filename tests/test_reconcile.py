@@ -13,6 +13,7 @@ from badged.errors import DatabaseMismatch, LockTimeout
 from badged.plan import Action
 from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
+from badged.spec import Badge
 from tests.conftest import SEED_BADGES
 from tests.helpers import apply, awards, badge, badges_from, object_oids, plan
 
@@ -121,7 +122,8 @@ def test_a_prefixed_trigger_of_another_tool_with_our_name_is_a_clear_error(dsn: 
                                                                            conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'")
     conn.execute("CREATE TRIGGER badged_star AFTER UPDATE ON dummy_sketch FOR EACH ROW EXECUTE FUNCTION audit()")
-    with pytest.raises(DatabaseMismatch, match=r"badge 'star': trigger badged_star on public.dummy_sketch already exists and calls public.audit\(\)"):
+    expected = r"badge 'star': trigger badged_star on public.dummy_sketch already exists and calls public.audit\(\)"
+    with pytest.raises(DatabaseMismatch, match=expected):
         apply(dsn, SEED_BADGES)
 
 
@@ -223,15 +225,16 @@ def test_racing_reconcilers_apply_once_and_never_fail(dsn: str, conn: psycopg.Co
         outcomes: list[Outcome] = []
         failures: list[BaseException] = []
 
-        def race() -> None:
+        def race(barrier: threading.Barrier, badges: tuple[Badge, ...], outcomes: list[Outcome],
+                 failures: list[BaseException]) -> None:
             try:
                 with connect(dsn, settings) as own:
                     barrier.wait(timeout=10)
-                    outcomes.append(reconcile(own, badges, settings, apply=True))  # noqa: B023
+                    outcomes.append(reconcile(own, badges, settings, apply=True))
             except BaseException as exc:  # collected and asserted below
-                failures.append(exc)  # noqa: B023
+                failures.append(exc)
 
-        threads = [threading.Thread(target=race) for _ in range(4)]
+        threads = [threading.Thread(target=race, args=(barrier, badges, outcomes, failures)) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:

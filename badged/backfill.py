@@ -1,0 +1,141 @@
+"""``badged backfill``: award badges to users who already qualify.
+
+A trigger only sees future writes. Backfill evaluates each badge's condition over
+the rows its table holds *now*, treating each row as the changed row (``NEW``; for
+update badges ``OLD`` is the same row), and awards exactly as a trigger would:
+``ON CONFLICT DO NOTHING``, one NOTIFY per new award, users who already hold the
+badge skipped first.
+
+Batches of row ids (ctids, read by a separate read-only transaction) are evaluated
+set-wise, one transaction per batch, so an interrupted backfill keeps what it
+awarded and a re-run skips it. A batch whose condition fails on some row is
+re-evaluated row by row, each row in a savepoint, and the failing rows are counted
+and skipped, as the trigger's guard would.
+
+Exact for insert badges whose condition depends on the current state (counts,
+thresholds); approximate for update badges whose condition compares OLD with NEW
+(here OLD = NEW); impossible for delete badges (the deleted rows are gone), which
+are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from badged.catalog import Table
+from badged.condition import Event
+from badged.render import AWARD_TABLE
+from badged.settings import Settings
+from badged.spec import Badge
+
+log = structlog.get_logger("badged.backfill")
+
+
+@dataclass
+class Progress:
+    badge: str
+    total_rows: int
+    rows: int = 0
+    awarded: int = 0
+    failed_rows: int = 0
+    started: float = 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def backfill_sql(badge: Badge, table: Table, settings: Settings, *, rows: str = "ctid = ANY(%(ctids)s::tid[])"
+                 ) -> sql.Composed:
+    """One statement: evaluate the condition for the given rows and award, notifying each new award."""
+    award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
+    old = sql.SQL(', LATERAL (SELECT "new".*) AS "old"') if badge.event is Event.UPDATE else sql.SQL("")
+    return sql.SQL("""
+        WITH candidates AS (
+            SELECT DISTINCT ("new".{user_field})::text AS user_id
+            FROM {table} AS "new"{old}
+            WHERE {rows}
+              AND "new".{user_field} IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM {award} a
+                              WHERE a.badge = {code} AND a.user_id = ("new".{user_field})::text)
+              AND ({condition})
+        ), awarded AS (
+            INSERT INTO {award} (badge, user_id)
+            SELECT {code}, user_id FROM candidates
+            ON CONFLICT (badge, user_id) DO NOTHING
+            RETURNING id, user_id
+        )
+        SELECT count(pg_catalog.pg_notify({channel}, pg_catalog.json_build_object(
+            'award_id', id, 'badge', {code},
+            'user_id', CASE WHEN octet_length(user_id) <= 1024 THEN user_id END)::text))
+        FROM awarded
+    """).format(
+        user_field=sql.Identifier(badge.user_field), table=table.qualified, old=old, rows=sql.SQL(rows),
+        award=award, code=sql.Literal(badge.code), condition=sql.SQL(badge.condition.expression),
+        channel=sql.Literal(settings.channel),
+    )
+
+
+def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badge, table: Table,
+                 settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
+                 on_progress: ProgressCallback | None = None) -> Progress:
+    """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
+    statement = backfill_sql(badge, table, settings)
+    one_row = backfill_sql(badge, table, settings, rows="ctid = %(ctid)s::tid")
+    search_path = sql.SQL(", ").join(map(sql.Identifier, ("pg_catalog", table.schema, "pg_temp")))
+    with dsn_connect() as reader, dsn_connect() as writer:
+        reader.autocommit = False
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        count = reader.execute(sql.SQL("SELECT count(*) FROM {}").format(table.qualified)).fetchone()
+        progress = Progress(badge.code, int(count[0]) if count else 0, started=time.monotonic())
+        writer.autocommit = False
+        path = search_path.as_string(writer)
+        with reader.cursor(name="badged_backfill_rows") as rows:
+            rows.itersize = batch_size
+            rows.execute(sql.SQL("SELECT ctid::text FROM {}").format(table.qualified))
+            while batch := [row[0] for row in rows.fetchmany(batch_size)]:
+                awarded, failed = _award_batch(writer, statement, one_row, batch, path)
+                if dry_run:
+                    writer.rollback()
+                else:
+                    writer.commit()
+                progress.rows += len(batch)
+                progress.awarded += awarded
+                progress.failed_rows += failed
+                if on_progress:
+                    on_progress(progress)
+        reader.rollback()
+    log.info("backfill.done", badge=badge.code, rows=progress.rows, awarded=progress.awarded,
+             failed_rows=progress.failed_rows, dry_run=dry_run)
+    return progress
+
+
+def _award_batch(writer: psycopg.Connection[Any], statement: sql.Composed, one_row: sql.Composed,
+                 ctids: list[str], search_path: str) -> tuple[int, int]:
+    """Award for a batch of rows; on a failing condition, row by row. Returns (awarded, failed rows)."""
+    writer.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (search_path,))
+    try:
+        with writer.transaction():
+            row = writer.execute(statement, {"ctids": ctids}).fetchone()
+            return (int(row[0]) if row else 0), 0
+    except psycopg.OperationalError:
+        raise
+    except psycopg.DatabaseError:
+        pass  # the condition fails on some row of the batch: find it, row by row
+    awarded = failed = 0
+    for ctid in ctids:
+        try:
+            with writer.transaction():
+                row = writer.execute(one_row, {"ctid": ctid}).fetchone()
+                awarded += int(row[0]) if row else 0
+        except psycopg.OperationalError:
+            raise
+        except psycopg.DatabaseError:
+            failed += 1
+    return awarded, failed
