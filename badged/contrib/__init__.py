@@ -1,0 +1,1 @@
+"""Integrations of badged with frameworks (optional extras)."""

@@ -1,0 +1,159 @@
+"""badged's Django settings, the DSN of a Django database, and badged's errors as ``CommandError``.
+
+Settings (all optional except ``BADGES_FILE`` for ``create_badge_triggers``):
+
+==========================  ===============  ==========================================================
+``BADGES_FILE``             (none)           path of badge.json (str or ``Path``)
+``BADGED_DATABASE``         ``"default"``    alias in ``DATABASES`` whose database badged works on
+``BADGED_SCHEMA``           ``"badged"``     schema of badged's tables (``award``, ``badge``) and functions
+``BADGED_PREFIX``           ``"badged_"``    prefix of every trigger and function badged manages
+``BADGED_CHANNEL``          ``"badge_earned"``  ``NOTIFY`` channel of new awards
+``BADGED_ALLOW_EMPTY``      ``False``        accept an empty badge.json (which drops every badge)
+``BADGED_LOCK_TIMEOUT``     ``3``            seconds before reconcile gives up on a busy table
+``BADGED_STATEMENT_TIMEOUT``  ``60``         seconds, on every connection badged opens
+``BADGED_USER_ATTRIBUTE``   ``"awards"``     name of the accessor installed on the user model; ``None`` disables
+==========================  ===============  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import structlog
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
+from psycopg import conninfo, pq
+
+from badged.db import scrub
+from badged.errors import BadgedError, ConfigError, SpecError
+from badged.logs import configure_logging
+from badged.settings import Settings
+
+DEFAULT_DATABASE = "default"
+DEFAULT_USER_ATTRIBUTE = "awards"
+
+
+@dataclass(frozen=True)
+class DjangoSettings:
+    """What badged's Django app reads from ``django.conf.settings``."""
+
+    badges_file: Path | None
+    database: str
+    badged: Settings
+    allow_empty: bool
+    user_attribute: str | None
+
+
+def get_settings() -> DjangoSettings:
+    """Read (and validate) badged's settings; a bad value raises ``ImproperlyConfigured`` naming it."""
+    defaults = Settings()
+    try:
+        badged = Settings(
+            prefix=_text("BADGED_PREFIX", defaults.prefix),
+            schema=_text("BADGED_SCHEMA", defaults.schema),
+            channel=_text("BADGED_CHANNEL", defaults.channel),
+            lock_timeout_ms=_milliseconds("BADGED_LOCK_TIMEOUT", defaults.lock_timeout_ms),
+            statement_timeout_ms=_milliseconds("BADGED_STATEMENT_TIMEOUT", defaults.statement_timeout_ms),
+        )
+    except ConfigError as exc:
+        raise ImproperlyConfigured(f"badged: {exc} (settings BADGED_PREFIX, BADGED_SCHEMA, BADGED_CHANNEL)") from None
+    badges_file = getattr(django_settings, "BADGES_FILE", None)
+    if badges_file is not None and not isinstance(badges_file, str | os.PathLike):
+        raise ImproperlyConfigured(f"settings.BADGES_FILE must be a path, not {type(badges_file).__name__}")
+    attribute = getattr(django_settings, "BADGED_USER_ATTRIBUTE", DEFAULT_USER_ATTRIBUTE)
+    if attribute is not None and (not isinstance(attribute, str) or not attribute.isidentifier()):
+        raise ImproperlyConfigured(f"settings.BADGED_USER_ATTRIBUTE must be an identifier or None, not {attribute!r}")
+    return DjangoSettings(
+        badges_file=Path(badges_file) if badges_file else None,
+        database=_text("BADGED_DATABASE", DEFAULT_DATABASE),
+        badged=badged,
+        allow_empty=bool(getattr(django_settings, "BADGED_ALLOW_EMPTY", False)),
+        user_attribute=attribute or None,
+    )
+
+
+def _text(name: str, default: str) -> str:
+    value = getattr(django_settings, name, None)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ImproperlyConfigured(f"settings.{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _milliseconds(name: str, default_ms: int) -> int:
+    value = getattr(django_settings, name, None)
+    if value is None:
+        return default_ms
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ImproperlyConfigured(f"settings.{name} must be a positive number of seconds, not {value!r}")
+    return int(value * 1000)
+
+
+def qualified_table(table: str) -> str:
+    """``db_table`` for one of badged's tables: ``"<schema>"."<table>"``.
+
+    Django's PostgreSQL backend leaves a name that starts and ends with a double quote as it
+    is, so the ORM writes ``"badged"."award"`` wherever it names the table. The schema is a
+    plain lower-case identifier (``Settings`` validates it), so nothing needs escaping.
+    """
+    return f'"{get_settings().badged.schema}"."{table}"'
+
+
+@cache
+def _libpq_keywords() -> frozenset[str]:
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def database_dsn(alias: str) -> str:
+    """A libpq connection string for Django's database *alias* (same host, user, password, options)."""
+    from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
+
+    try:
+        connection = connections[alias]
+    except ConnectionDoesNotExist:
+        raise CommandError(f"settings.DATABASES has no database {alias!r} (settings.BADGED_DATABASE)") from None
+    if connection.vendor != "postgresql":
+        raise CommandError(f"database {alias!r} is {connection.vendor}; badged needs PostgreSQL")
+    try:
+        params: dict[str, Any] = connection.get_connection_params()
+    except ImproperlyConfigured as exc:
+        raise CommandError(f"database {alias!r}: {exc}") from None
+    # Django adds driver-level entries (cursor_factory, context, prepare_threshold, ...): keep libpq's own.
+    keywords = _libpq_keywords()
+    kept = {
+        key: value for key, value in params.items()
+        if key in keywords and isinstance(value, str | int) and not isinstance(value, bool) and value != ""
+    }
+    return conninfo.make_conninfo("", **kept)
+
+
+@contextmanager
+def command_errors(dsn: str = "") -> Iterator[None]:
+    """badged's errors as ``CommandError`` with badged's own message lines, passwords scrubbed."""
+    try:
+        yield
+    except SpecError as exc:
+        raise CommandError("\n".join(scrub(line, dsn) for line in exc.lines())) from None
+    except BadgedError as exc:
+        raise CommandError(scrub(str(exc), dsn)) from None
+    except psycopg.Error as exc:
+        message = exc.diag.message_primary or str(exc).strip()
+        raise CommandError(scrub(f"database error: {message}", dsn)) from None
+
+
+def configure_logs(verbosity: int) -> None:
+    """Route badged's structlog events to stderr, unless the project configured structlog itself."""
+    if structlog.is_configured():
+        return
+    level = {0: "error", 1: "warning", 2: "info"}.get(verbosity, "debug")
+    configure_logging(level, "auto")
