@@ -57,6 +57,18 @@ _CLOCK_TYPES = frozenset(
 
 _DATA_MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
+# Built-in aggregates: a query tail whose value is one of these (and has no GROUP BY)
+# returns exactly one row, so several such tails over the same FROM/WHERE can be
+# computed by one query (bronze/silver/gold badges on the same count).
+_AGGREGATES = frozenset({
+    "count", "sum", "min", "max", "avg", "bool_and", "bool_or", "every", "array_agg", "string_agg",
+    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "stddev", "stddev_pop", "stddev_samp",
+    "variance", "var_pop", "var_samp", "bit_and", "bit_or", "bit_xor",
+})
+# Clauses that make a query return other than exactly one row per aggregate query.
+_NOT_SHAREABLE = ("groupClause", "havingClause", "sortClause", "limitCount", "limitOffset", "windowClause",
+                  "distinctClause", "lockingClause", "withClause", "valuesLists", "intoClause")
+
 
 class Event(StrEnum):
     """The write a badge's trigger fires on (``trigger_condition``)."""
@@ -98,6 +110,11 @@ class Condition:
     row_columns: frozenset[tuple[str, str]]
     #: True when the value depends only on NEW's columns (no clock, no other rows)
     new_row_only: bool
+    #: for an aggregate query tail: the query without its value (``SELECT FROM … WHERE …``);
+    #: conditions with the same one are computed together by ``shared_select``
+    shared_query: str | None = None
+    #: for an aggregate query tail: its value alone (``count(id) >= 5``)
+    target: str | None = None
 
     @property
     def new_columns(self) -> tuple[str, ...]:
@@ -114,6 +131,7 @@ def parse_condition(written: str, event: Event) -> Condition:
     _reject_misused_rows(select, event)
     row_refs = frozenset(_row_refs(select))
     row_columns = frozenset((var, column) for var, column in row_refs if column is not None)
+    shared_query, shared_target = _shareable(select) if is_query else (None, None)
     expression = _deparse(select if is_query else target)
     if is_query:
         expression = f"({expression})"
@@ -133,7 +151,52 @@ def parse_condition(written: str, event: Event) -> Condition:
             and {var for var, _ in row_refs} <= {"new"}
             and all(column is not None for _, column in row_refs)
         ),
+        shared_query=shared_query,
+        target=shared_target,
     )
+
+
+def shared_select(shared_query: str, targets: list[str]) -> str:
+    """One query computing every target over *shared_query*'s rows: ``SELECT ARRAY[t1, t2, …] FROM …``.
+
+    Exactly one row, like each target's own aggregate query, so element *i* is
+    exactly the value condition *i* would have on its own.
+    """
+    select: Any = parse_sql(shared_query)[0].stmt
+    values = tuple(_single_value(target) for target in targets)
+    select.targetList = (ast.ResTarget(val=ast.A_ArrayExpr(elements=values)),)
+    return _deparse(select)
+
+
+def _single_value(expression: str) -> Any:
+    select: Any = parse_sql(_PREFIX + expression)[0].stmt
+    return select.targetList[0].val
+
+
+def _shareable(select: Any) -> tuple[str | None, str | None]:
+    """(query without its value, the value) when *select* is an aggregate query that returns one row."""
+    if not select.fromClause or any(getattr(select, clause, None) for clause in _NOT_SHAREABLE):
+        return None, None
+    target = select.targetList[0].val
+    if not _has_aggregate(target):
+        return None, None
+    value = _deparse(target)
+    values, select.targetList = select.targetList, None
+    try:
+        return _deparse(select), value
+    finally:
+        select.targetList = values
+
+
+def _has_aggregate(expression: Any) -> bool:
+    """Whether a built-in aggregate (not a window call) is computed at this query's level."""
+    for node in _walk(expression, into_subqueries=False):
+        if isinstance(node, ast.FuncCall) and node.over is None:
+            names: Any = node.funcname
+            schema = names[0].sval if len(names) == 2 else "pg_catalog"
+            if schema == "pg_catalog" and names[-1].sval in _AGGREGATES:
+                return True
+    return False
 
 
 def _parse_single_select(written: str) -> Any:

@@ -55,7 +55,7 @@ def _plan_dict(plan: Plan, badges: int) -> dict[str, Any]:
                 "action": step.action.value,
                 "kind": step.kind,
                 "name": step.name,
-                "badge": step.badge,
+                "badges": list(step.badges),
                 "reason": step.reason,
                 "sql": list(step.statements),
             }

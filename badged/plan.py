@@ -38,6 +38,7 @@ from badged.render import (
     comment_for,
     drop_trigger,
     fingerprint,
+    parse_comment,
     render_bootstrap,
     retire_badge_row,
     text,
@@ -65,7 +66,9 @@ class Step:
     name: str
     reason: str
     statements: tuple[str, ...]
-    badge: str | None = None
+    #: the badges this change is for (a table's function serves several; a new badge
+    #: in it replaces the function "for" that badge only)
+    badges: tuple[str, ...] = ()
 
     @property
     def is_ddl(self) -> bool:
@@ -94,14 +97,43 @@ class Plan:
 def diff(desired: Desired, catalog: Catalog, settings: Settings) -> Plan:
     """Everything that must change, in the order it must run."""
     _refuse_foreign_conflicts(desired, catalog)
+    changed = _changed_badges(desired, catalog)
     steps = [
         *_bootstrap_steps(catalog, settings),
-        *_function_steps(desired, catalog),
-        *_trigger_steps(desired, catalog),
+        *_function_steps(desired, catalog, changed),
+        *_trigger_steps(desired, catalog, changed),
         *_orphan_function_steps(desired, catalog),
         *_badge_row_steps(desired, catalog, settings),
     ]
     return Plan(tuple(steps))
+
+
+def _changed_badges(desired: Desired, catalog: Catalog) -> frozenset[str]:
+    """Codes whose badge.json entry is new or differs from the registry (what a replaced function is for)."""
+    actual = {row.code: row for row in catalog.badge_rows}
+    return frozenset(
+        row.code for row in desired.badges
+        if (found := actual.get(row.code)) is None or found.removed or not _same_row(row, found)
+    )
+
+
+def _why_rewritten(wanted: tuple[str, ...], comment: str | None, changed: frozenset[str]
+                   ) -> tuple[str, tuple[str, ...]]:
+    """Reason and badges for replacing an object badged wrote, from what its comment says it served."""
+    served = (parse_comment(comment) or ((), ""))[0]
+    added = [code for code in wanted if code not in served]
+    removed = [code for code in served if code not in wanted]
+    edited = [code for code in wanted if code in changed and code not in added]
+    parts = []
+    if added:
+        parts.append("new badge " + ", ".join(added))
+    if edited:
+        parts.append("badge changed in badge.json: " + ", ".join(edited))
+    if removed:
+        parts.append("badge removed from badge.json: " + ", ".join(removed))
+    if not parts:
+        return "rendered differently by this version of badged", wanted
+    return "; ".join(parts), (*added, *edited, *removed)
 
 
 def _sql(*statements: sql.Composable) -> tuple[str, ...]:
@@ -115,7 +147,7 @@ def _refuse_foreign_conflicts(desired: Desired, catalog: Catalog) -> None:
             f"trigger {trigger.name} on {trigger.table.display} already exists and calls "
             f"{foreign[trigger.key].function_schema}.{foreign[trigger.key].function_name}(), which badged does "
             "not manage; rename or drop it, or choose another --prefix",
-            code=trigger.badge,
+            code=", ".join(trigger.badges),
         )
         for trigger in desired.triggers
         if trigger.key in foreign
@@ -137,29 +169,35 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     return steps
 
 
-def _function_steps(desired: Desired, catalog: Catalog) -> list[Step]:
+def _function_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) -> list[Step]:
     actual = {(f.schema, f.name): f for f in catalog.functions}
     steps = []
     for function in desired.functions:
         found = actual.get((function.schema, function.name))
         display = f"{function.schema}.{function.name}"
         if found is None:
-            steps.append(Step(Action.CREATE, "function", display, "new badge", _sql(*function.create()),
-                              function.badge))
+            steps.append(Step(Action.CREATE, "function", display, _new(function.badges), _sql(*function.create()),
+                              function.badges))
             continue
-        reason = function_drift(function, found)
-        if reason is None:
+        drift = function_drift(function, found)
+        if drift is None:
             continue
+        reason, badges = (drift, function.badges) if drift.startswith("drifted") else \
+            _why_rewritten(function.badges, found.comment, changed)
         statements = function.create()
         if found.returns != "trigger" or found.language != "plpgsql":
             # CREATE OR REPLACE cannot change the return type or language.
             statements = function.drop() + statements
-        steps.append(Step(Action.REPLACE, "function", display, reason, _sql(*statements), function.badge))
+        steps.append(Step(Action.REPLACE, "function", display, reason, _sql(*statements), badges))
     return steps
 
 
+def _new(badges: tuple[str, ...]) -> str:
+    return ("new badge " if len(badges) == 1 else "new badges ") + ", ".join(badges)
+
+
 def function_drift(desired: FunctionDef, actual: ActualFunction) -> str | None:
-    """Why *actual* differs from *desired*, or None when it does not."""
+    """Why *actual* differs from *desired* ("drifted: …" when edited by hand), or None when it does not."""
     differences = []
     if actual.body != desired.body:
         differences.append("function body edited by hand")
@@ -174,50 +212,61 @@ def function_drift(desired: FunctionDef, actual: ActualFunction) -> str | None:
     if not differences:
         return None
     if _written_by_badged(actual) and actual.security_definer and actual.language == "plpgsql":
-        return "badge changed in badge.json"
+        return "badge.json changed"
     return "drifted: " + "; ".join(differences)
 
 
 def _written_by_badged(actual: ActualFunction) -> bool:
     """Whether the function is exactly what badged last wrote (its comment holds that digest)."""
-    badge = (actual.comment or "").partition("badge=")[2].partition(" ")[0]
-    digest = fingerprint(actual.body, *(actual.search_path or ()))
-    return actual.comment == comment_for(badge, digest)
+    parsed = parse_comment(actual.comment)
+    if parsed is None:
+        return False
+    badges, digest = parsed
+    if digest != fingerprint(actual.body, *(actual.search_path or ())):
+        return False
+    return actual.comment in (comment_for(badges, digest), f"{COMMENT_MARK}: badge={','.join(badges)} sha256={digest}")
 
 
-def _trigger_steps(desired: Desired, catalog: Catalog) -> list[Step]:
+def _trigger_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) -> list[Step]:
     actual = {t.key: t for t in catalog.triggers}
     existing_functions = {(f.schema, f.name) for f in catalog.functions}
     wanted = {t.key: t for t in desired.triggers}
-    moved = {t.name: t for t in desired.triggers}
     steps = []
     for key, found in actual.items():
         if key in wanted:
             continue
-        target = moved.get(found.name)
-        reason = f"badge now watches {target.table.display}" if target else "badge removed from badge.json"
-
+        reason, badges = _why_dropped(found.comment, desired)
         steps.append(Step(Action.DROP, "trigger", _trigger_display(found.name, found.table.display), reason,
-                          _sql(drop_trigger(found.name, found.table)), _badge_of(found.comment)))
+                          _sql(drop_trigger(found.name, found.table)), badges))
     for key, trigger in wanted.items():
         display = _trigger_display(trigger.name, trigger.table.display)
         existing = actual.get(key)
         if existing is None:
             function_key = (trigger.function.schema, trigger.function.name)
-            why = "missing: dropped outside badged" if function_key in existing_functions else "new badge"
-            if trigger.name in {t.name for t in catalog.triggers}:
-                why = "badge moved to this table"
-            steps.append(Step(Action.CREATE, "trigger", display, why, _sql(*trigger.create()), trigger.badge))
+            why = "missing: dropped outside badged" if function_key in existing_functions else _new(trigger.badges)
+            steps.append(Step(Action.CREATE, "trigger", display, why, _sql(*trigger.create()), trigger.badges))
             continue
         drift = trigger_drift(trigger, existing)
-        if drift is not None:
-            steps.append(Step(Action.REPLACE, "trigger", display, drift,
-                              _sql(*trigger.drop(), *trigger.create()), trigger.badge))
+        if drift is None:
+            continue
+        reason, badges = (drift, trigger.badges) if drift.startswith("drifted") else \
+            _why_rewritten(trigger.badges, existing.comment, changed)
+        steps.append(Step(Action.REPLACE, "trigger", display, reason, _sql(*trigger.drop(), *trigger.create()),
+                          badges))
     return steps
 
 
+def _why_dropped(comment: str | None, desired: Desired) -> tuple[str, tuple[str, ...]]:
+    """Why an object badged wrote is no longer wanted: its badges are gone, or moved to another object."""
+    served = (parse_comment(comment) or ((), ""))[0]
+    still = {code for function in desired.functions for code in function.badges}
+    if served and all(code in still for code in served):
+        return "its badges are now checked by their table's trigger function", served
+    return "badge removed from badge.json", tuple(code for code in served if code not in still) or served
+
+
 def trigger_drift(desired: TriggerDef, actual: ActualTrigger) -> str | None:
-    """Why *actual* differs from *desired*, or None when it does not."""
+    """Why *actual* differs from *desired* ("drifted: …" when changed by hand), or None when it does not."""
     differences = []
     if actual.enabled == "D":
         differences.append("trigger disabled by hand")
@@ -227,26 +276,27 @@ def trigger_drift(desired: TriggerDef, actual: ActualTrigger) -> str | None:
         differences.append("trigger calls another function")
     if actual.tgtype != TRIGGER_ROW | TRIGGER_EVENT_BITS[desired.event.value]:
         differences.append("trigger events or timing changed")
-    if set(actual.columns) != set(desired.columns) or actual.has_when != (desired.when is not None):
-        differences.append("trigger's UPDATE OF or WHEN changed")
     if differences:
         return "drifted: " + "; ".join(differences)
     if actual.comment == desired.comment:
+        if set(actual.columns) != set(desired.columns) or actual.has_when != (desired.when is not None):
+            return "drifted: trigger's UPDATE OF or WHEN changed"
         return None
-    if (actual.comment or "").startswith(COMMENT_MARK):
-        return "badge changed in badge.json"
+    if parse_comment(actual.comment) is not None:
+        return "badge.json changed"
     return "drifted: trigger recreated by hand"
 
 
 def _orphan_function_steps(desired: Desired, catalog: Catalog) -> list[Step]:
     wanted = {(f.schema, f.name) for f in desired.functions}
-    return [
-        Step(Action.DROP, "function", f"{f.schema}.{f.name}", "badge removed from badge.json",
-             _sql(sql.SQL("DROP FUNCTION {}.{}()").format(sql.Identifier(f.schema), sql.Identifier(f.name))),
-             _badge_of(f.comment))
-        for f in catalog.functions
-        if (f.schema, f.name) not in wanted
-    ]
+    steps = []
+    for found in catalog.functions:
+        if (found.schema, found.name) in wanted:
+            continue
+        reason, badges = _why_dropped(found.comment, desired)
+        drop = sql.SQL("DROP FUNCTION {}.{}()").format(sql.Identifier(found.schema), sql.Identifier(found.name))
+        steps.append(Step(Action.DROP, "function", f"{found.schema}.{found.name}", reason, _sql(drop), badges))
+    return steps
 
 
 def _badge_row_steps(desired: Desired, catalog: Catalog, settings: Settings) -> list[Step]:
@@ -258,12 +308,12 @@ def _badge_row_steps(desired: Desired, catalog: Catalog, settings: Settings) -> 
             continue
         action = Action.CREATE if found is None or found.removed else Action.REPLACE
         reason = "new badge" if found is None else ("badge restored" if found.removed else "badge changed")
-        steps.append(Step(action, "badge", row.code, reason, _sql(upsert_badge_row(settings, row)), row.code))
+        steps.append(Step(action, "badge", row.code, reason, _sql(upsert_badge_row(settings, row)), (row.code,)))
     wanted = {row.code for row in desired.badges}
     for code, found in actual.items():
         if code not in wanted and not found.removed:
             steps.append(Step(Action.DROP, "badge", code, "badge removed from badge.json (its awards stay)",
-                              _sql(retire_badge_row(settings, code)), code))
+                              _sql(retire_badge_row(settings, code)), (code,)))
     return steps
 
 
@@ -275,8 +325,3 @@ def _same_row(row: BadgeRow, found: ActualBadgeRow) -> bool:
 
 def _trigger_display(name: str, table: str) -> str:
     return f"{name} on {table}"
-
-
-def _badge_of(comment: str | None) -> str | None:
-    code = (comment or "").partition("badge=")[2].partition(" ")[0]
-    return code or None

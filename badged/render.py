@@ -1,10 +1,31 @@
-"""Badge → the PostgreSQL objects that should exist for it, with their exact SQL.
+"""Badges → the PostgreSQL objects that should exist for them, with their exact SQL.
 
-Each badge becomes one plpgsql trigger function (in badged's schema) and one AFTER
-ROW trigger on its table, both named ``<prefix><code>``. badged's own tables (the
-awards and the badge registry) are rendered here too. Everything is composed with
-``psycopg.sql`` so identifiers are always quoted and values always literals; the
-condition comes from pglast's deparser (see ``condition``), never from raw text.
+The badges of one table and one event share **one** AFTER ROW trigger and **one**
+plpgsql function (in badged's schema), named ``<prefix><schema>$<table>$<event>``
+(codes cannot contain ``$``, so these names never meet a badge's). Per written row
+the function:
+
+1. reads the user id (per ``user_field``; most tables have one);
+2. runs **one query** that looks up which of the table's badges the user already
+   holds (one index lookup) and evaluates the conditions of the others only (``CASE``
+   skips the rest, subqueries included); aggregate query tails over the same
+   FROM/WHERE (bronze, silver, gold on one count) are computed together by one
+   subquery. A query per row is what a trigger costs most, so there is one, not one
+   per badge;
+3. that query runs in a read-only exception guard; if any condition fails, each is
+   evaluated again in a guard of its own, so only the failing badge is skipped (with
+   a WARNING) and the application's write never fails;
+4. inserts the earned awards in one statement (``ON CONFLICT DO NOTHING``) and
+   NOTIFYs each new one.
+
+Update badges whose condition reads only columns of NEW (``hit_views > 1000``) get a
+trigger of their own kind (``update_of``) with ``UPDATE OF <columns>`` and ``WHEN``, so
+writes that change none of those columns never call a function at all.
+
+badged's own tables (the awards and the badge registry) are rendered here too.
+Everything is composed with ``psycopg.sql``, so identifiers are always quoted and
+values always literals; conditions come from pglast's deparser (see ``condition``),
+never from raw text.
 
 Pure: no database. Tables are passed in already resolved (see ``catalog.Table``).
 """
@@ -17,15 +38,17 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from badged.catalog import Table
-from badged.condition import Event
+from badged.condition import Event, shared_select
 from badged.settings import Settings
-from badged.spec import Badge
+from badged.spec import MAX_IDENTIFIER_BYTES, Badge
 
 AWARD_TABLE = "award"
 BADGE_TABLE = "badge"
 GROUP_TABLE = "consumer_group"
 #: Stamped into every object comment so people (and badged) can tell what made it.
 COMMENT_MARK = "managed by badged"
+#: The trigger kinds: the event, and for updates whether the trigger filters on columns.
+UPDATE_OF = "update_of"
 
 
 def text(composable: sql.Composable) -> str:
@@ -37,17 +60,26 @@ def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
-def comment_for(badge: str, digest: str) -> str:
-    return f"{COMMENT_MARK}: badge={badge} sha256={digest}"
+def comment_for(badges: tuple[str, ...], digest: str) -> str:
+    return f"{COMMENT_MARK}: badges={','.join(badges)} sha256={digest}"
+
+
+def parse_comment(comment: str | None) -> tuple[tuple[str, ...], str] | None:
+    """(badges, digest) from a comment badged wrote (also the one-badge form of earlier versions)."""
+    if not comment or not comment.startswith(f"{COMMENT_MARK}: "):
+        return None
+    fields = dict(part.partition("=")[::2] for part in comment[len(COMMENT_MARK) + 2:].split(" "))
+    codes = fields.get("badges", fields.get("badge", ""))
+    return tuple(code for code in codes.split(",") if code), fields.get("sha256", "")
 
 
 @dataclass(frozen=True)
 class FunctionDef:
-    """A trigger function badged wants to exist."""
+    """A trigger function badged wants to exist (one per table and trigger kind)."""
 
     schema: str
     name: str
-    badge: str
+    badges: tuple[str, ...]
     body: str
     search_path: tuple[str, ...]
 
@@ -57,7 +89,7 @@ class FunctionDef:
 
     @property
     def comment(self) -> str:
-        return comment_for(self.badge, self.digest)
+        return comment_for(self.badges, self.digest)
 
     @property
     def qualified(self) -> sql.Composed:
@@ -86,11 +118,11 @@ class FunctionDef:
 
 @dataclass(frozen=True)
 class TriggerDef:
-    """A trigger badged wants to exist."""
+    """A trigger badged wants to exist (one per table and trigger kind)."""
 
     name: str
     table: Table
-    badge: str
+    badges: tuple[str, ...]
     event: Event
     columns: tuple[str, ...]
     when: str | None
@@ -122,7 +154,7 @@ class TriggerDef:
 
     @property
     def comment(self) -> str:
-        return comment_for(self.badge, self.digest)
+        return comment_for(self.badges, self.digest)
 
     def create(self) -> list[sql.Composable]:
         return [
@@ -163,64 +195,148 @@ class Desired:
 
 def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settings) -> Desired:
     """Render every badge; *tables* maps each badge's ``str(badge.table)`` to the resolved table."""
-    functions, triggers, rows = [], [], []
+    groups: dict[tuple[str, str, str], tuple[Table, list[Badge]]] = {}
+    rows = []
     for badge in badges:
         table = tables[str(badge.table)]
-        function = render_function(badge, table, settings)
-        functions.append(function)
-        triggers.append(render_trigger(badge, table, function, settings))
+        key = (table.schema, table.name, trigger_kind(badge))
+        groups.setdefault(key, (table, []))[1].append(badge)
         rows.append(BadgeRow(
             badge.code, badge.name, table.display, badge.event.value, badge.condition.written, badge.user_field
         ))
+    functions, triggers = [], []
+    for (_schema, _name, kind), (table, members) in groups.items():
+        function = render_function(tuple(members), table, kind, settings)
+        functions.append(function)
+        triggers.append(render_trigger(tuple(members), table, kind, function))
     return Desired(tuple(functions), tuple(triggers), tuple(rows))
 
 
-def object_name(settings: Settings, code: str) -> str:
-    return settings.prefix + code
+def trigger_kind(badge: Badge) -> str:
+    """Which of its table's triggers checks *badge*: its event, or ``update_of`` for column-filtered updates."""
+    if badge.event is Event.UPDATE and badge.condition.new_row_only and badge.condition.new_columns:
+        return UPDATE_OF
+    return badge.event.value
 
 
-def render_function(badge: Badge, table: Table, settings: Settings) -> FunctionDef:
-    row = badge.event.changed_row
+def object_name(settings: Settings, table: Table, kind: str) -> str:
+    """``<prefix><schema>$<table>$<kind>``, or a digest of the table when that would not fit 63 bytes."""
+    readable = f"{settings.prefix}{table.schema}${table.name}${kind}"
+    if len(readable.encode()) <= MAX_IDENTIFIER_BYTES:
+        return readable
+    digest = hashlib.sha256(f"{table.schema}.{table.name}".encode()).hexdigest()[:12]
+    return f"{settings.prefix}{digest}${kind}"
+
+
+def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings) -> FunctionDef:
     award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
-    body = _FUNCTION_BODY.format(
-        user_value=sql.SQL("{}.{}").format(sql.SQL(row), sql.Identifier(badge.user_field)),
-        award=award,
-        code=sql.Literal(badge.code),
-        channel=sql.Literal(settings.channel),
-        condition=sql.SQL(badge.condition.expression),
-    )
+    sections: dict[str, list[Badge]] = {}
+    for badge in badges:
+        sections.setdefault(badge.user_field, []).append(badge)
+    body = _FUNCTION_BODY.format(sections=sql.SQL("\n").join(
+        _section(tuple(members), user_field, award, settings, filtered=kind == UPDATE_OF)
+        for user_field, members in sections.items()
+    ))
     return FunctionDef(
         schema=settings.schema,
-        name=object_name(settings, badge.code),
-        badge=badge.code,
+        name=object_name(settings, table, kind),
+        badges=tuple(badge.code for badge in badges),
         body=text(body),
         search_path=("pg_catalog", table.schema, "pg_temp"),
     )
 
 
-def render_trigger(badge: Badge, table: Table, function: FunctionDef, settings: Settings) -> TriggerDef:
+def render_trigger(badges: tuple[Badge, ...], table: Table, kind: str, function: FunctionDef) -> TriggerDef:
     columns: tuple[str, ...] = ()
     when: str | None = None
-    if badge.event is Event.UPDATE and badge.condition.new_row_only and badge.condition.new_columns:
-        # The condition is a pure function of these columns of NEW: if none of them
-        # changed, the function has nothing new to decide. UPDATE OF skips the trigger
-        # for statements that do not set them; WHEN skips rows where they kept their
-        # value (Django's save() sets every column).
-        read = badge.condition.new_columns
+    if kind == UPDATE_OF:
+        # Every condition here is a pure function of these columns of NEW: if none of
+        # them changed, there is nothing new to decide. UPDATE OF skips the trigger for
+        # statements that do not set them; WHEN skips rows where they kept their value
+        # (Django's save() sets every column).
+        read = tuple(sorted({column for badge in badges for column in badge.condition.new_columns}))
         if not any(table.is_generated(column) for column in read):
             columns = read
-        when = text(sql.SQL(" OR ").join(
-            sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(column)) for column in read
-        ))
+        when = _changed(read)
     return TriggerDef(
-        name=object_name(settings, badge.code),
+        name=function.name,
         table=table,
-        badge=badge.code,
-        event=badge.event,
+        badges=function.badges,
+        event=badges[0].event,
         columns=columns,
         when=when,
         function=function,
     )
+
+
+def _changed(columns: tuple[str, ...]) -> str:
+    return text(sql.SQL(" OR ").join(
+        sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(column)) for column in columns
+    ))
+
+
+def _codes(codes: list[str] | tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, codes)))
+
+
+def _section(badges: tuple[Badge, ...], user_field: str, award: sql.Composable, settings: Settings, *,
+             filtered: bool) -> sql.Composed:
+    """The part of a function that serves the badges whose user is *user_field* of the changed row."""
+    shared: dict[str, list[Badge]] = {}
+    for badge in badges:
+        if badge.condition.shared_query is not None:
+            shared.setdefault(badge.condition.shared_query, []).append(badge)
+    shared = {query: members for query, members in shared.items() if len(members) > 1}
+    grouped = {badge.code for members in shared.values() for badge in members}
+    singles = [badge for badge in badges if badge.code not in grouped]
+    # The codes in the order of the results array: single conditions first, then each shared group.
+    order = [badge.code for badge in singles] + [badge.code for members in shared.values() for badge in members]
+    parts: list[sql.Composable] = []
+    if singles:
+        parts.append(sql.SQL("ARRAY[\n{}\n                         ]::boolean[]").format(sql.SQL(",\n").join(
+            _single_result(badge, filtered) for badge in singles)))
+    parts += [_shared_results(query, members) for query, members in shared.items()]
+    return _SECTION.format(
+        codes_comment=sql.SQL(", ".join(badge.code for badge in badges)),  # codes: letters, digits, _ and -
+        user_value=sql.SQL("{}.{}").format(sql.SQL(badges[0].event.changed_row), sql.Identifier(user_field)),
+        award=award,
+        codes=_codes([badge.code for badge in badges]),
+        order=_codes(order),
+        results=sql.SQL(" || ").join(parts),
+        careful=sql.SQL("\n").join(_guarded_check(badge, filtered) for badge in badges),
+        channel=sql.Literal(settings.channel),
+    )
+
+
+def _unless_held(badge: Badge, filtered: bool, held: str) -> sql.Composed:
+    """When *badge* still has to be checked: the user does not hold it (and, filtered, its columns changed)."""
+    unless = sql.SQL("NOT ({} = ANY ({}))").format(sql.Literal(badge.code), sql.SQL(held))
+    if filtered:  # only when one of the columns it reads changed, as a trigger of its own would
+        unless = sql.SQL("{} AND ({})").format(unless, sql.SQL(_changed(badge.condition.new_columns)))
+    return unless
+
+
+def _single_result(badge: Badge, filtered: bool) -> sql.Composed:
+    # CASE: the condition of a badge the user holds is never evaluated (its subqueries never run).
+    return sql.SQL("                             CASE WHEN {unless} THEN {condition} END").format(
+        unless=_unless_held(badge, filtered, "_badged_h._badged_holds"),
+        condition=sql.SQL(badge.condition.expression))
+
+
+def _shared_results(shared_query: str, badges: list[Badge]) -> sql.Composed:
+    """One query computing every condition of *badges* (unless the user holds them all)."""
+    targets = [badge.condition.target or "" for badge in badges]
+    return sql.SQL(
+        "CASE WHEN NOT (_badged_h._badged_holds @> {codes}) THEN ({query})\n"
+        "                         ELSE pg_catalog.array_fill(NULL::boolean, ARRAY[{count}]) END"
+    ).format(codes=_codes([badge.code for badge in badges]), query=sql.SQL(shared_select(shared_query, targets)),
+             count=sql.Literal(len(badges)))
+
+
+def _guarded_check(badge: Badge, filtered: bool) -> sql.Composed:
+    code = sql.Literal(badge.code)
+    return _GUARDED_CHECK.format(unless=_unless_held(badge, filtered, "_badged_held"),
+                                 condition=sql.SQL(badge.condition.expression), code=code)
 
 
 def render_condition_check(badge: Badge, table: Table) -> sql.Composed:
@@ -247,44 +363,68 @@ def _dollar_tag(body: str) -> str:
 _FUNCTION_BODY = sql.SQL("""
 #variable_conflict use_column
 DECLARE
-    _badged_user text := ({user_value})::text;
-    _badged_earned boolean;
+    _badged_user text;
+    _badged_held text[];
+    _badged_earned text[];
     _badged_award bigint;
+    _badged_code text;
 BEGIN
-    IF _badged_user IS NULL THEN
-        RETURN NULL;
-    END IF;
-    -- Cheap path first: a user earns each badge once.
-    PERFORM 1 FROM {award} WHERE badge = {code} AND user_id = _badged_user;
-    IF FOUND THEN
-        RETURN NULL;
-    END IF;
-    -- A failing condition must not fail the application's write. The guard only
-    -- reads, so it never assigns a subtransaction id.
-    BEGIN
-        _badged_earned := {condition};
-    EXCEPTION WHEN OTHERS THEN
-        RAISE WARNING 'badged: condition of badge % failed on %.%: % (SQLSTATE %)',
-            {code}, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
-        RETURN NULL;
-    END;
-    IF _badged_earned THEN
-        INSERT INTO {award} (badge, user_id) VALUES ({code}, _badged_user)
-        ON CONFLICT (badge, user_id) DO NOTHING
-        RETURNING id INTO _badged_award;
-        IF _badged_award IS NOT NULL THEN
-            -- The doorbell only: listeners read the award table. Small by construction
-            -- (NOTIFY payloads must stay under 8000 bytes).
-            PERFORM pg_notify({channel}, json_build_object(
-                'award_id', _badged_award,
-                'badge', {code},
-                'user_id', CASE WHEN octet_length(_badged_user) <= 1024 THEN _badged_user END
-            )::text);
-        END IF;
-    END IF;
+{sections}
     RETURN NULL;
 END
 """)
+
+_SECTION = sql.SQL("""
+    -- badges {codes_comment}
+    _badged_user := ({user_value})::text;
+    IF _badged_user IS NOT NULL THEN
+        -- One query per written row: the badges the user already holds (one index
+        -- lookup; their conditions are skipped), then the conditions of the others.
+        -- A failing condition must not fail the application's write: the guard only
+        -- reads, so it never assigns a subtransaction id; on a failure, each condition
+        -- is evaluated again in a guard of its own, so that only that badge is skipped.
+        BEGIN
+            _badged_earned := ARRAY(
+                SELECT _badged_r._badged_c
+                FROM (SELECT ARRAY(SELECT badge FROM {award}
+                                   WHERE user_id = _badged_user AND badge = ANY ({codes})) AS _badged_holds
+                     ) AS _badged_h,
+                     unnest({order},
+                         {results}
+                     ) AS _badged_r (_badged_c, _badged_ok)
+                WHERE _badged_r._badged_ok AND NOT (_badged_r._badged_c = ANY (_badged_h._badged_holds)));
+        EXCEPTION WHEN OTHERS THEN
+            _badged_held := ARRAY(SELECT badge FROM {award} WHERE user_id = _badged_user AND badge = ANY ({codes}));
+            _badged_earned := '{{}}';
+{careful}
+        END;
+        IF cardinality(_badged_earned) > 0 THEN
+            FOR _badged_award, _badged_code IN
+                INSERT INTO {award} (badge, user_id) SELECT unnest(_badged_earned), _badged_user
+                ON CONFLICT (badge, user_id) DO NOTHING
+                RETURNING id, badge
+            LOOP
+                -- The doorbell only: listeners read the award table. Small by construction
+                -- (NOTIFY payloads must stay under 8000 bytes).
+                PERFORM pg_notify({channel}, json_build_object(
+                    'award_id', _badged_award,
+                    'badge', _badged_code,
+                    'user_id', CASE WHEN octet_length(_badged_user) <= 1024 THEN _badged_user END
+                )::text);
+            END LOOP;
+        END IF;
+    END IF;""")
+
+_GUARDED_CHECK = sql.SQL("""            IF {unless} THEN
+                BEGIN
+                    IF {condition} THEN
+                        _badged_earned := _badged_earned || {code}::text;
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'badged: condition of badge % failed on %.%: % (SQLSTATE %)',
+                        {code}, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+                END;
+            END IF;""")
 
 
 def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:

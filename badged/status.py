@@ -46,8 +46,8 @@ def badge_statuses(badges: tuple[Badge, ...], plan: Plan, stats: dict[str, Award
     """One status per badge in badge.json, then one per badge only the database has."""
     steps: dict[str, list[Step]] = {}
     for step in plan.steps:
-        if step.badge:
-            steps.setdefault(step.badge, []).append(step)
+        for code in step.badges:
+            steps.setdefault(code, []).append(step)
     result = []
     for badge in badges:
         mine = steps.pop(badge.code, [])
@@ -98,7 +98,7 @@ def status_text(statuses: list[BadgeStatus], plan: Plan) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     for s in statuses:
         lines += [f"  {s.code}: {reason}" for reason in s.reasons]
-    other = [step for step in plan.steps if not step.badge]
+    other = [step for step in plan.steps if not step.badges]
     lines += [f"  badged: {step.action.symbol} {step.kind} {step.name}: {step.reason}" for step in other]
     return "\n".join(lines)
 
@@ -110,5 +110,5 @@ def status_json(statuses: list[BadgeStatus], plan: Plan) -> str:
     return json.dumps({
         "in_sync": plan.in_sync,
         "badges": [{k: encode(v) for k, v in asdict(s).items()} for s in statuses],
-        "other_changes": [f"{s.action.symbol} {s.kind} {s.name}: {s.reason}" for s in plan.steps if not s.badge],
+        "other_changes": [f"{s.action.symbol} {s.kind} {s.name}: {s.reason}" for s in plan.steps if not s.badges],
     }, indent=2)

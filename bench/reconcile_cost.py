@@ -75,7 +75,7 @@ def measure(admin_dsn: str, scale: Scale) -> list[Row]:
         before = _ddl_count(log)
         outcome, edit_seconds = _pass(dsn, _parse(edited))
         edit_ddl = _ddl_count(log) - before
-    touched = sorted({step.badge or "-" for step in outcome.plan.steps})
+    touched = sorted({code for step in outcome.plan.steps for code in step.badges})
     return [
         Row(f"first reconcile of {COUNT:,} badges (s)", "", f"{first:.2f}", "", "report", None),
         Row(f"no-op reconcile of {COUNT:,} badges (s; DDL statements)", "", f"{noop:.3f}; {noop_ddl} DDL", "",

@@ -12,6 +12,13 @@ from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.spec import Badge, parse_badges
 
+#: The trigger (and function) checking each seed badge: one per table and kind of write.
+SEED_OBJECTS = {
+    "pionner": "badged_public$auth_user$update",
+    "collector": "badged_public$dummy_sketch$insert",
+    "star": "badged_public$dummy_sketch$update_of",
+}
+
 
 def badges_from(items: list[dict[str, Any]], settings: Settings | None = None) -> tuple[Badge, ...]:
     settings = settings or Settings()

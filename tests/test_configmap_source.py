@@ -26,6 +26,7 @@ from badged.sources.configmap import ConfigMapSource
 from tests.conftest import SEED_BADGES
 from tests.daemon_process import DaemonProcess
 from tests.fake_kube import FakeKube
+from tests.helpers import SEED_OBJECTS
 
 lightkube = pytest.importorskip("lightkube")
 
@@ -340,19 +341,19 @@ def test_the_daemon_applies_configmap_updates_across_a_410(dsn: str, kube: FakeK
     started = daemon.wait_event("daemon.started")
     assert started["source"] == "configmap default/badges:badge.json"
     daemon.wait_applied()
-    assert triggers(dsn) == {"badged_pionner"}
+    assert triggers(dsn) == {SEED_OBJECTS["pionner"]}
 
     kube.wait_open_watches(1)
     kube.put("default", "badges", {"badge.json": json.dumps(SEED_BADGES)})
     daemon.wait_applied(timeout=5)
-    assert triggers(dsn) == {f"badged_{b['code']}" for b in SEED_BADGES}
+    assert triggers(dsn) == {SEED_OBJECTS[b["code"]] for b in SEED_BADGES}
 
     kube.expire_watches()
     daemon.wait_event("source.relist", timeout=5)
     kube.wait_open_watches(1)
     kube.put("default", "badges", {"badge.json": json.dumps(SEED_BADGES[1:])})
     daemon.wait_applied(timeout=5)
-    assert triggers(dsn) == {f"badged_{b['code']}" for b in SEED_BADGES[1:]}
+    assert triggers(dsn) == {SEED_OBJECTS[b["code"]] for b in SEED_BADGES[1:]}
     assert daemon.get("/readyz")[0] == 200
 
     assert daemon.terminate() == 0

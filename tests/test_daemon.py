@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SEED, SEED_BADGES
 from tests.daemon_process import DaemonProcess, kubelet_update
-from tests.helpers import badge
+from tests.helpers import SEED_OBJECTS, badge
 
 SEED_TEXT = (SEED / "badge.json").read_text()
 
@@ -51,10 +51,10 @@ def test_an_edited_badge_file_is_applied(dsn: str, tmp_path: Path, daemons: list
     write_json(path, SEED_BADGES[:1])
     daemon = start(daemons, "--badges", str(path), "--dsn", dsn)
     daemon.wait_applied()
-    assert triggers(dsn) == {"badged_pionner"}
+    assert triggers(dsn) == {SEED_OBJECTS["pionner"]}
     write_json(path, SEED_BADGES)
     daemon.wait_applied(timeout=5)
-    assert triggers(dsn) == {"badged_pionner", "badged_collector", "badged_star"}
+    assert triggers(dsn) == set(SEED_OBJECTS.values())
     assert daemon.terminate() == 0
     assert daemon.errors() == []
 
@@ -72,7 +72,7 @@ def test_kubelet_style_configmap_swaps_are_each_applied(dsn: str, tmp_path: Path
         kubelet_update(volume, {"badge.json": json.dumps(items)}, generation)
         assert (volume / "badge.json").lstat().st_ino == inode, "the symlink itself never changes"
         daemon.wait_applied(timeout=5)
-        assert triggers(dsn) == {f"badged_{b['code']}" for b in items}, f"swap {generation}"
+        assert triggers(dsn) == {SEED_OBJECTS[b["code"]] for b in items}, f"swap {generation}"
 
 
 def test_an_invalid_file_changes_nothing_until_it_is_fixed(dsn: str, tmp_path: Path,
@@ -86,7 +86,7 @@ def test_an_invalid_file_changes_nothing_until_it_is_fixed(dsn: str, tmp_path: P
     path.write_text(SEED_TEXT.replace('"code": "collector",', '"code": "collector"'))  # the seed's own typo
     invalid = daemon.wait_event("source.invalid", timeout=5)
     assert "invalid JSON at line" in invalid["errors"][0]
-    assert triggers(dsn) == {"badged_pionner", "badged_collector", "badged_star"}, "last good state stays"
+    assert triggers(dsn) == set(SEED_OBJECTS.values()), "last good state stays"
     status, body = daemon.get("/readyz")
     assert status == 503 and "invalid JSON" in json.loads(body)["reason"]
     assert 'badged_source_errors_total{reason="invalid"} 1.0' in daemon.get("/metrics")[1]
@@ -98,7 +98,7 @@ def test_an_invalid_file_changes_nothing_until_it_is_fixed(dsn: str, tmp_path: P
 
     write_json(path, SEED_BADGES[:2])
     daemon.wait_applied(timeout=5)
-    assert triggers(dsn) == {"badged_pionner", "badged_collector"}
+    assert triggers(dsn) == {SEED_OBJECTS["pionner"], SEED_OBJECTS["collector"]}
     assert daemon.get("/readyz")[0] == 200
 
 
@@ -120,10 +120,10 @@ def test_drift_made_by_hand_is_repaired_by_resync(dsn: str, tmp_path: Path, daem
     daemon = start(daemons, "--badges", str(path), "--dsn", dsn, "--resync", "0.5")
     daemon.wait_applied()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TRIGGER badged_star ON dummy_sketch")
+        conn.execute("DROP TRIGGER badged_public$dummy_sketch$update_of ON dummy_sketch")
     repaired = daemon.wait_applied(timeout=5)
-    assert repaired["changed"] == ["+ trigger badged_star on public.dummy_sketch"]
-    assert "badged_star" in triggers(dsn)
+    assert repaired["changed"] == ["+ trigger badged_public$dummy_sketch$update_of on public.dummy_sketch"]
+    assert "badged_public$dummy_sketch$update_of" in triggers(dsn)
     metrics = daemon.get("/metrics")[1]
     assert "badged_drift_repaired_total 1.0" in metrics
     assert 'badged_reconcile_total{result="in_sync"}' in metrics or "badged_reconcile_total" in metrics
@@ -187,7 +187,7 @@ def test_two_daemons_on_one_database_agree(dsn: str, tmp_path: Path, daemons: li
     for daemon in (first, second):  # a few resyncs each, racing on the advisory lock
         for _ in range(3):
             daemon.wait_reconciled(timeout=5)
-    assert triggers(dsn) == {"badged_collector", "badged_star"}
+    assert triggers(dsn) == {SEED_OBJECTS["collector"], SEED_OBJECTS["star"]}
     applied = [e for d in (first, second) for e in d.events if e.get("event") == "reconcile.done" and e["changes"]]
     assert len(applied) == 2, "the initial apply and the edit, each applied by exactly one daemon"
     assert first.errors() == [] and second.errors() == []
@@ -210,7 +210,7 @@ def test_the_daemon_survives_a_database_restart(restartable_server: Any, tmp_pat
     assert daemon.get("/healthz")[0] == 200, "alive while the database is away: no crash loop"
     server.start()
     daemon.wait_applied(timeout=40)
-    assert triggers(server.dsn) == {"badged_pionner", "badged_collector", "badged_star"}
+    assert triggers(server.dsn) == set(SEED_OBJECTS.values())
     assert daemon.get("/readyz")[0] == 200
     assert daemon.process.poll() is None
     retries = [e for e in daemon.events if e.get("event") == "reconcile.retry"]

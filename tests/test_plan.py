@@ -95,7 +95,7 @@ def test_what_was_applied_diffs_to_nothing() -> None:
 
 
 def test_update_badges_over_row_columns_get_update_of_and_when() -> None:
-    triggers = {t.badge: t for t in render(seed(), TABLES, SETTINGS).triggers}
+    triggers = {t.badges[0]: t for t in render(seed(), TABLES, SETTINGS).triggers}
     assert triggers["star"].columns == ("hit_views",)
     assert triggers["star"].when == 'OLD."hit_views" IS DISTINCT FROM NEW."hit_views"'
     assert triggers["pionner"].columns == () and triggers["pionner"].when is None, "age() reads the clock"
@@ -134,10 +134,10 @@ def test_a_body_containing_the_dollar_tag_gets_another_tag() -> None:
 def test_function_drift_reasons(change: dict[str, object], reason: str) -> None:
     desired = render(seed(), TABLES, SETTINGS)
     catalog = installed(desired)
-    star = next(f for f in catalog.functions if f.name == "badged_star")
+    star = next(f for f in catalog.functions if f.name == "badged_public$dummy_sketch$update_of")
     functions = tuple(dataclasses.replace(star, **change) if f is star else f for f in catalog.functions)  # type: ignore[arg-type]
     (step,) = diff(desired, dataclasses.replace(catalog, functions=functions), SETTINGS).steps
-    assert (step.action, step.kind, step.badge, step.reason) == (Action.REPLACE, "function", "star", reason)
+    assert (step.action, step.kind, step.badges, step.reason) == (Action.REPLACE, "function", ("star",), reason)
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -145,19 +145,19 @@ def test_function_drift_reasons(change: dict[str, object], reason: str) -> None:
     (dict(enabled="A"), "drifted: trigger's firing mode changed by hand"),
     (dict(tgtype=TRIGGER_ROW | TRIGGER_EVENT_BITS["insert"]), "drifted: trigger events or timing changed"),
     (dict(columns=()), "drifted: trigger's UPDATE OF or WHEN changed"),
-    (dict(function_name="badged_collector"), "drifted: trigger calls another function"),
+    (dict(function_name="badged_public$dummy_sketch$insert"), "drifted: trigger calls another function"),
     (dict(comment=None), "drifted: trigger recreated by hand"),
-    (dict(comment="managed by badged: badge=star sha256=0"), "badge changed in badge.json"),
+    (dict(comment="managed by badged: badges=star sha256=0"), "rendered differently by this version of badged"),
 ])
 def test_trigger_drift_reasons(change: dict[str, object], reason: str) -> None:
     desired = render(seed(), TABLES, SETTINGS)
     catalog = installed(desired)
-    star = next(t for t in catalog.triggers if t.name == "badged_star")
+    star = next(t for t in catalog.triggers if t.name == "badged_public$dummy_sketch$update_of")
     triggers = tuple(dataclasses.replace(star, **change) if t is star else t for t in catalog.triggers)  # type: ignore[arg-type]
     (step,) = diff(desired, dataclasses.replace(catalog, triggers=triggers), SETTINGS).steps
-    assert (step.action, step.kind, step.badge) == (Action.REPLACE, "trigger", "star")
+    assert (step.action, step.kind, step.badges) == (Action.REPLACE, "trigger", ("star",))
     assert step.reason.startswith(reason)
-    assert step.statements[0].startswith('DROP TRIGGER "badged_star"')
+    assert step.statements[0].startswith('DROP TRIGGER "badged_public$dummy_sketch$update_of"')
 
 
 def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:
@@ -165,8 +165,8 @@ def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:
     after = render(badges_from(SEED_BADGES[:2]), TABLES, SETTINGS)
     plan = diff(after, installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name) for s in plan.steps] == [
-        (Action.DROP, "trigger", "badged_star on public.dummy_sketch"),
-        (Action.DROP, "function", "badged.badged_star"),
+        (Action.DROP, "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch"),
+        (Action.DROP, "function", "badged.badged_public$dummy_sketch$update_of"),
         (Action.DROP, "badge", "star"),
     ]
 
@@ -177,7 +177,8 @@ def test_a_changed_condition_replaces_only_that_badge() -> None:
               if b["code"] == "collector" else b for b in SEED_BADGES]
     plan = diff(render(badges_from(edited), TABLES, SETTINGS), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name, s.reason) for s in plan.steps] == [
-        (Action.REPLACE, "function", "badged.badged_collector", "badge changed in badge.json"),
+        (Action.REPLACE, "function", "badged.badged_public$dummy_sketch$insert",
+         "badge changed in badge.json: collector"),
         (Action.REPLACE, "badge", "collector", "badge changed"),
     ]
 
@@ -188,5 +189,5 @@ def test_plan_json_lists_every_change_with_its_sql() -> None:
     data = json.loads(plan_json(diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS), badges=3))
     assert data["in_sync"] is False
     assert data["summary"] == {"create": 13, "replace": 0, "drop": 0}
-    assert {"action", "kind", "name", "badge", "reason", "sql"} <= set(data["changes"][0])
+    assert {"action", "kind", "name", "badges", "reason", "sql"} <= set(data["changes"][0])
     assert any("CREATE TRIGGER" in s for change in data["changes"] for s in change["sql"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -15,7 +16,7 @@ from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES
-from tests.helpers import apply, awards, badge, badges_from, object_oids, plan
+from tests.helpers import SEED_OBJECTS, apply, awards, badge, badges_from, object_oids, plan
 
 
 def steps(outcome: Outcome) -> list[tuple[str, str, str]]:
@@ -46,12 +47,12 @@ def test_first_reconcile_creates_everything_in_one_go(dsn: str, conn: psycopg.Co
     assert outcome.applied
     assert set(steps(outcome)) >= {
         ("+", "schema", "badged"), ("+", "table", "badged.award"), ("+", "table", "badged.badge"),
-        ("+", "function", "badged.badged_star"), ("+", "trigger", "badged_star on public.dummy_sketch"),
-        ("+", "trigger", "badged_pionner on public.auth_user"), ("+", "badge", "collector"),
+        ("+", "function", "badged.badged_public$dummy_sketch$update_of"),
+        ("+", "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch"),
+        ("+", "trigger", "badged_public$auth_user$update on public.auth_user"), ("+", "badge", "collector"),
     }
-    assert set(object_oids(conn)) == {
-        f"{kind} badged_{code}" for kind in ("function", "trigger") for code in ("pionner", "collector", "star")
-    }
+    assert set(object_oids(conn)) == {f"{kind} {name}" for kind in ("function", "trigger")
+                                      for name in SEED_OBJECTS.values()}
 
 
 def test_a_second_reconcile_runs_no_ddl_and_keeps_every_oid(dsn: str, ddl_log: psycopg.Connection[Any]) -> None:
@@ -67,10 +68,12 @@ def test_a_second_reconcile_runs_no_ddl_and_keeps_every_oid(dsn: str, ddl_log: p
 def test_a_hand_edited_function_body_is_detected_and_repaired(dsn: str, conn: psycopg.Connection[Any]) -> None:
     apply(dsn, SEED_BADGES)
     oids = object_oids(conn)
-    conn.execute("CREATE OR REPLACE FUNCTION badged.badged_star() RETURNS trigger LANGUAGE plpgsql "
-                 "SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS 'BEGIN RETURN NULL; END'")
+    conn.execute("CREATE OR REPLACE FUNCTION badged.badged_public$dummy_sketch$update_of() RETURNS trigger "
+                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp "
+                 "AS 'BEGIN RETURN NULL; END'")
     pending = plan(dsn, SEED_BADGES)
-    assert reasons(pending) == {"function badged.badged_star": "drifted: function body edited by hand"}
+    assert reasons(pending) == {
+        "function badged.badged_public$dummy_sketch$update_of": "drifted: function body edited by hand"}
     apply(dsn, SEED_BADGES)
     assert object_oids(conn) == oids, "CREATE OR REPLACE keeps the function's OID"
     assert plan(dsn, SEED_BADGES).plan.in_sync
@@ -81,12 +84,17 @@ def test_a_hand_edited_function_body_is_detected_and_repaired(dsn: str, conn: ps
 
 
 @pytest.mark.parametrize("sabotage, reason", [
-    ("DROP TRIGGER badged_collector ON dummy_sketch", "missing: dropped outside badged"),
-    ("ALTER TABLE dummy_sketch DISABLE TRIGGER badged_collector", "drifted: trigger disabled by hand"),
-    ("ALTER TABLE dummy_sketch ENABLE ALWAYS TRIGGER badged_collector", "drifted: trigger's firing mode"),
-    ("COMMENT ON TRIGGER badged_collector ON dummy_sketch IS NULL", "drifted: trigger recreated by hand"),
-    ("ALTER FUNCTION badged.badged_collector() SECURITY INVOKER", "drifted: SECURITY DEFINER removed by hand"),
-    ("ALTER FUNCTION badged.badged_collector() SET search_path = public", "drifted: search_path changed by hand"),
+    ("DROP TRIGGER badged_public$dummy_sketch$insert ON dummy_sketch", "missing: dropped outside badged"),
+    ("ALTER TABLE dummy_sketch DISABLE TRIGGER badged_public$dummy_sketch$insert",
+     "drifted: trigger disabled by hand"),
+    ("ALTER TABLE dummy_sketch ENABLE ALWAYS TRIGGER badged_public$dummy_sketch$insert",
+     "drifted: trigger's firing mode"),
+    ("COMMENT ON TRIGGER badged_public$dummy_sketch$insert ON dummy_sketch IS NULL",
+     "drifted: trigger recreated by hand"),
+    ("ALTER FUNCTION badged.badged_public$dummy_sketch$insert() SECURITY INVOKER",
+     "drifted: SECURITY DEFINER removed by hand"),
+    ("ALTER FUNCTION badged.badged_public$dummy_sketch$insert() SET search_path = public",
+     "drifted: search_path changed by hand"),
 ])
 def test_drift_is_detected_from_the_catalog_and_repaired(dsn: str, conn: psycopg.Connection[Any], sabotage: str,
                                                          reason: str) -> None:
@@ -95,7 +103,7 @@ def test_drift_is_detected_from_the_catalog_and_repaired(dsn: str, conn: psycopg
     pending = plan(dsn, SEED_BADGES)
     assert len(pending.plan.steps) == 1
     assert pending.plan.steps[0].reason.startswith(reason)
-    assert pending.plan.steps[0].badge == "collector"
+    assert pending.plan.steps[0].badges == ("collector",)
     apply(dsn, SEED_BADGES)
     assert plan(dsn, SEED_BADGES).plan.in_sync
 
@@ -121,9 +129,11 @@ def test_foreign_triggers_and_functions_are_never_touched(dsn: str, conn: psycop
 def test_a_prefixed_trigger_of_another_tool_with_our_name_is_a_clear_error(dsn: str,
                                                                            conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'")
-    conn.execute("CREATE TRIGGER badged_star AFTER UPDATE ON dummy_sketch FOR EACH ROW EXECUTE FUNCTION audit()")
-    expected = r"badge 'star': trigger badged_star on public.dummy_sketch already exists and calls public.audit\(\)"
-    with pytest.raises(DatabaseMismatch, match=expected):
+    conn.execute("CREATE TRIGGER badged_public$dummy_sketch$update_of AFTER UPDATE ON dummy_sketch "
+                 "FOR EACH ROW EXECUTE FUNCTION audit()")
+    expected = ("badge 'star': trigger badged_public$dummy_sketch$update_of on public.dummy_sketch already exists "
+                "and calls public.audit()")
+    with pytest.raises(DatabaseMismatch, match=re.escape(expected)):
         apply(dsn, SEED_BADGES)
 
 
@@ -134,11 +144,14 @@ def test_a_removed_badge_leaves_nothing_behind_but_its_awards(dsn: str, conn: ps
     without_collector = [b for b in SEED_BADGES if b["code"] != "collector"]
     outcome = apply(dsn, without_collector)
     assert steps(outcome) == [
-        ("-", "trigger", "badged_collector on public.dummy_sketch"),
-        ("-", "function", "badged.badged_collector"),
+        ("-", "trigger", "badged_public$dummy_sketch$insert on public.dummy_sketch"),
+        ("-", "function", "badged.badged_public$dummy_sketch$insert"),
         ("-", "badge", "collector"),
     ]
-    assert "collector" not in " ".join(object_oids(conn))
+    comments = conn.execute("SELECT obj_description(oid, 'pg_proc') FROM pg_proc WHERE proname LIKE 'badged%' "
+                            "UNION ALL SELECT obj_description(oid, 'pg_trigger') FROM pg_trigger "
+                            "WHERE tgname LIKE 'badged%'").fetchall()
+    assert comments and not any("collector" in (comment or "") for (comment,) in comments)
     assert awards(conn) == {("collector", "1")}
     assert conn.execute("SELECT removed_at IS NOT NULL FROM badged.badge WHERE code = 'collector'").fetchone() == (
         True,)
@@ -151,8 +164,9 @@ def test_a_changed_condition_replaces_the_function_in_place(dsn: str, conn: psyc
     oids = object_oids(conn)
     changed = [dict(b, condition="hit_views > 10") if b["code"] == "star" else b for b in SEED_BADGES]
     outcome = apply(dsn, changed)
-    assert reasons(outcome) == {"function badged.badged_star": "badge changed in badge.json",
-                                "badge star": "badge changed"}
+    assert reasons(outcome) == {
+        "function badged.badged_public$dummy_sketch$update_of": "badge changed in badge.json: star",
+        "badge star": "badge changed"}
     assert object_oids(conn) == oids
 
 
@@ -161,8 +175,8 @@ def test_a_badge_moved_to_another_table_follows_it(dsn: str, conn: psycopg.Conne
     apply(dsn, SEED_BADGES)
     moved = [dict(b, trigger_table="photo") if b["code"] == "star" else b for b in SEED_BADGES]
     outcome = apply(dsn, moved)
-    assert ("-", "trigger", "badged_star on public.dummy_sketch") in steps(outcome)
-    assert ("+", "trigger", "badged_star on public.photo") in steps(outcome)
+    assert ("-", "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch") in steps(outcome)
+    assert ("+", "trigger", "badged_public$photo$update_of on public.photo") in steps(outcome)
     conn.execute("INSERT INTO photo VALUES (9, 0)")
     conn.execute("UPDATE photo SET hit_views = 5000")
     assert awards(conn) == {("star", "9")}
@@ -173,9 +187,9 @@ def test_a_badge_whose_condition_reads_new_columns_changes_its_trigger(dsn: str,
     apply(dsn, SEED_BADGES)
     changed = [dict(b, condition="title = 'masterpiece'") if b["code"] == "star" else b for b in SEED_BADGES]
     outcome = apply(dsn, changed)
-    assert ("~", "trigger", "badged_star on public.dummy_sketch") in steps(outcome)
-    (definition,) = conn.execute(
-        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'badged_star'").fetchone() or ("",)
+    assert ("~", "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch") in steps(outcome)
+    (definition,) = conn.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                                 "WHERE tgname = 'badged_public$dummy_sketch$update_of'").fetchone() or ("",)
     assert "UPDATE OF title" in definition
 
 

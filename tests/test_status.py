@@ -51,9 +51,10 @@ def test_drift_missing_pending_and_removed_are_told_apart(dsn: str, conn: psycop
                                                           cli: Any) -> None:
     old = [*SEED_BADGES, badge("gone", "true")]
     apply(dsn, old)
-    conn.execute("DROP TRIGGER badged_pionner ON auth_user")
-    conn.execute("CREATE OR REPLACE FUNCTION badged.badged_star() RETURNS trigger LANGUAGE plpgsql "
-                 "SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$ BEGIN RETURN NULL; END $$")
+    conn.execute("DROP TRIGGER badged_public$auth_user$update ON auth_user")
+    conn.execute("CREATE OR REPLACE FUNCTION badged.badged_public$dummy_sketch$update_of() RETURNS trigger "
+                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp "
+                 "AS $$ BEGIN RETURN NULL; END $$")
     path = write_badges([*SEED_BADGES, badge("fresh", "true")])
     code, report = status_json(cli, dsn, path)
     assert code == 2, "anything not in sync exits non-zero (usable as a probe or a CI gate)"
@@ -64,7 +65,8 @@ def test_drift_missing_pending_and_removed_are_told_apart(dsn: str, conn: psycop
     assert any("edited by hand" in reason for reason in by_code(report)["star"]["reasons"])
     code, text = status(cli, dsn, path)
     assert code == 2
-    assert "pionner: + trigger badged_pionner on public.auth_user: missing: dropped outside badged" in text
+    assert ("pionner: + trigger badged_public$auth_user$update on public.auth_user: missing: dropped outside badged"
+            in text)
 
 
 def test_before_the_first_reconcile_every_badge_is_pending(dsn: str, write_badges: Any,

@@ -153,12 +153,12 @@ def test_the_guard_assigns_no_transaction_id_when_nothing_is_awarded(dsn: str, c
 
 def test_update_badges_reading_only_the_row_skip_unrelated_updates(dsn: str, conn: psycopg.Connection[Any]) -> None:
     apply(dsn, SEED_BADGES)
-    (definition,) = conn.execute(
-        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'badged_star'").fetchone() or ("",)
+    (definition,) = conn.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                                 "WHERE tgname = 'badged_public$dummy_sketch$update_of'").fetchone() or ("",)
     assert "UPDATE OF hit_views" in definition
     assert "IS DISTINCT FROM" in definition
-    (pionner,) = conn.execute(
-        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'badged_pionner'").fetchone() or ("",)
+    (pionner,) = conn.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                              "WHERE tgname = 'badged_public$auth_user$update'").fetchone() or ("",)
     assert "UPDATE OF" not in pionner, "age() depends on the clock: every update must re-check it"
     conn.execute("SELECT pg_stat_reset()")
     conn.execute("SET track_functions = 'all'")
@@ -167,7 +167,7 @@ def test_update_badges_reading_only_the_row_skip_unrelated_updates(dsn: str, con
     conn.execute("UPDATE dummy_sketch SET title = 'renamed'")
     conn.execute("UPDATE dummy_sketch SET hit_views = hit_views")  # Django's save(): set but unchanged
     calls = conn.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-                         "WHERE funcname = 'badged_star'").fetchone()
+                         "WHERE funcname = 'badged_public$dummy_sketch$update_of'").fetchone()
     assert calls == (0,)
 
 
