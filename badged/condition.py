@@ -110,11 +110,28 @@ class Condition:
     row_columns: frozenset[tuple[str, str]]
     #: True when the value depends only on NEW's columns (no clock, no other rows)
     new_row_only: bool
-    #: for an aggregate query tail: the query without its value (``SELECT FROM … WHERE …``);
-    #: conditions with the same one are computed together by ``shared_select``
+    #: for an aggregate query tail: its FROM alone (``SELECT FROM dummy_sketch``); conditions
+    #: with the same one are computed together by ``shared_select``
     shared_query: str | None = None
     #: for an aggregate query tail: its value alone (``count(id) >= 5``)
     target: str | None = None
+    #: for an aggregate query tail: the AND-ed parts of its WHERE, each deparsed
+    where: tuple[str, ...] = ()
+
+    @property
+    def share_key(self) -> tuple[str, tuple[str, ...]] | None:
+        """Conditions with the same key are computed by one query (``shared_select``).
+
+        Same FROM, and the same WHERE parts that read the changed row (``user_id =
+        NEW.user_id``): those keep the shared scan as narrow as each condition's own;
+        their other WHERE parts become FILTERs. A condition whose WHERE does not read
+        the row (a count over the whole table) is never shared.
+        """
+        scope = tuple(sorted(part for part in self.where if _reads_row(part)))
+        return (self.shared_query, scope) if self.shared_query is not None and scope else None
+    #: True when evaluating it runs a query (a query tail, or a subquery inside), which is
+    #: what costs a trigger most; plain expressions are evaluated by plpgsql directly
+    runs_query: bool = True
 
     @property
     def new_columns(self) -> tuple[str, ...]:
@@ -131,7 +148,7 @@ def parse_condition(written: str, event: Event) -> Condition:
     _reject_misused_rows(select, event)
     row_refs = frozenset(_row_refs(select))
     row_columns = frozenset((var, column) for var, column in row_refs if column is not None)
-    shared_query, shared_target = _shareable(select) if is_query else (None, None)
+    shared_query, shared_target, where = _shareable(select) if is_query else (None, None, ())
     expression = _deparse(select if is_query else target)
     if is_query:
         expression = f"({expression})"
@@ -153,19 +170,54 @@ def parse_condition(written: str, event: Event) -> Condition:
         ),
         shared_query=shared_query,
         target=shared_target,
+        where=where,
+        runs_query=is_query or any(isinstance(node, ast.SubLink) for node in _walk(target)),
     )
 
 
-def shared_select(shared_query: str, targets: list[str]) -> str:
-    """One query computing every target over *shared_query*'s rows: ``SELECT ARRAY[t1, t2, …] FROM …``.
+def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]]) -> str:
+    """One query computing the values of several aggregate conditions over one FROM.
 
-    Exactly one row, like each target's own aggregate query, so element *i* is
-    exactly the value condition *i* would have on its own.
+    *members* are (value, WHERE parts) of conditions whose ``shared_query`` (their FROM)
+    is the same. The WHERE parts they all have stay in the WHERE; each condition's
+    other parts become a ``FILTER (WHERE …)`` on its aggregates, so that::
+
+        count(*) >= 3 FROM t WHERE user_id = NEW.user_id AND views >= 5
+        sum(views) > 9 FROM t WHERE user_id = NEW.user_id
+
+    become ``SELECT ARRAY[count(*) FILTER (WHERE views >= 5) >= 3, sum(views) > 9]
+    FROM t WHERE user_id = NEW.user_id``: one scan, and exactly one row, whose element
+    *i* is exactly the value condition *i* has on its own (an aggregate over the rows
+    matching A AND B is the aggregate over the rows matching A, filtered by B).
     """
+    common = [part for part in members[0][1] if all(part in where for _, where in members[1:])]
+    values = []
+    for value, where in members:
+        expression = _single_value(value)
+        rest = [_single_value(part) for part in where if part not in common]
+        if rest:
+            _filter_aggregates(expression, rest[0] if len(rest) == 1 else
+                               ast.BoolExpr(boolop=enums.BoolExprType.AND_EXPR, args=tuple(rest)))
+        values.append(expression)
     select: Any = parse_sql(shared_query)[0].stmt
-    values = tuple(_single_value(target) for target in targets)
-    select.targetList = (ast.ResTarget(val=ast.A_ArrayExpr(elements=values)),)
+    if common:
+        parts = tuple(_single_value(part) for part in common)
+        select.whereClause = parts[0] if len(parts) == 1 else ast.BoolExpr(
+            boolop=enums.BoolExprType.AND_EXPR, args=parts)
+    select.targetList = (ast.ResTarget(val=ast.A_ArrayExpr(elements=tuple(values))),)
     return _deparse(select)
+
+
+def _filter_aggregates(expression: Any, condition: Any) -> None:
+    """Add ``FILTER (WHERE condition)`` to every aggregate computed at this level of *expression*."""
+    for node in _walk(expression, into_subqueries=False):
+        if _is_aggregate_call(node):
+            node.agg_filter = condition if node.agg_filter is None else ast.BoolExpr(
+                boolop=enums.BoolExprType.AND_EXPR, args=(node.agg_filter, condition))
+
+
+def _reads_row(expression: str) -> bool:
+    return any(var in ("new", "old") for var, _ in _row_refs(_single_value(expression)))
 
 
 def _single_value(expression: str) -> Any:
@@ -173,30 +225,35 @@ def _single_value(expression: str) -> Any:
     return select.targetList[0].val
 
 
-def _shareable(select: Any) -> tuple[str | None, str | None]:
-    """(query without its value, the value) when *select* is an aggregate query that returns one row."""
+def _shareable(select: Any) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(its FROM, its value, its WHERE parts) when *select* is an aggregate query that returns one row."""
     if not select.fromClause or any(getattr(select, clause, None) for clause in _NOT_SHAREABLE):
-        return None, None
+        return None, None, ()
     target = select.targetList[0].val
     if not _has_aggregate(target):
-        return None, None
-    value = _deparse(target)
-    values, select.targetList = select.targetList, None
-    try:
-        return _deparse(select), value
-    finally:
-        select.targetList = values
+        return None, None, ()
+    where: Any = select.whereClause
+    if where is None:
+        parts: tuple[Any, ...] = ()
+    elif isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+        parts = tuple(where.args or ())
+    else:
+        parts = (where,)
+    shell: Any = ast.SelectStmt(fromClause=select.fromClause)
+    return _deparse(shell), _deparse(target), tuple(_deparse(part) for part in parts)
 
 
 def _has_aggregate(expression: Any) -> bool:
     """Whether a built-in aggregate (not a window call) is computed at this query's level."""
-    for node in _walk(expression, into_subqueries=False):
-        if isinstance(node, ast.FuncCall) and node.over is None:
-            names: Any = node.funcname
-            schema = names[0].sval if len(names) == 2 else "pg_catalog"
-            if schema == "pg_catalog" and names[-1].sval in _AGGREGATES:
-                return True
-    return False
+    return any(_is_aggregate_call(node) for node in _walk(expression, into_subqueries=False))
+
+
+def _is_aggregate_call(node: Any) -> bool:
+    if not isinstance(node, ast.FuncCall) or node.over is not None:
+        return False
+    names: Any = node.funcname
+    schema = names[0].sval if len(names) == 2 else "pg_catalog"
+    return bool(schema == "pg_catalog" and names[-1].sval in _AGGREGATES)
 
 
 def _parse_single_select(written: str) -> Any:

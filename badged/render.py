@@ -6,15 +6,15 @@ plpgsql function (in badged's schema), named ``<prefix><schema>$<table>$<event>`
 the function:
 
 1. reads the user id (per ``user_field``; most tables have one);
-2. runs **one query** that looks up which of the table's badges the user already
-   holds (one index lookup) and evaluates the conditions of the others only (``CASE``
-   skips the rest, subqueries included); aggregate query tails over the same
-   FROM/WHERE (bronze, silver, gold on one count) are computed together by one
-   subquery. A query per row is what a trigger costs most, so there is one, not one
-   per badge;
-3. that query runs in a read-only exception guard; if any condition fails, each is
-   evaluated again in a guard of its own, so only the failing badge is skipped (with
-   a WARNING) and the application's write never fails;
+2. looks up, in one index lookup, which of the table's badges the user already holds,
+   and stops there if they hold them all — the cheap path first;
+3. evaluates the conditions of the others: plain expressions (``hit_views > 1000``) as
+   plpgsql IFs, which run no query, and every condition that runs a query in **one**
+   query (``CASE`` skips held badges; aggregate tails over the same FROM/WHERE, such as
+   bronze/silver/gold on one count, share one subquery), because a query per row is
+   what a trigger costs most. All of it inside one read-only exception guard: if any
+   condition fails, each is evaluated again in a guard of its own, so only the failing
+   badge is skipped (with a WARNING) and the application's write never fails;
 4. inserts the earned awards in one statement (``ON CONFLICT DO NOTHING``) and
    NOTIFYs each new one.
 
@@ -282,30 +282,56 @@ def _codes(codes: list[str] | tuple[str, ...]) -> sql.Composed:
 def _section(badges: tuple[Badge, ...], user_field: str, award: sql.Composable, settings: Settings, *,
              filtered: bool) -> sql.Composed:
     """The part of a function that serves the badges whose user is *user_field* of the changed row."""
-    shared: dict[str, list[Badge]] = {}
+    codes = _codes([badge.code for badge in badges])
+    if len(badges) == 1:  # the common case, and the cheapest lookup: the unique index, both columns equal
+        held = sql.SQL("_badged_held := ARRAY(SELECT badge FROM {award} WHERE badge = {code} "
+                       "AND user_id = _badged_user);").format(award=award, code=sql.Literal(badges[0].code))
+    else:
+        held = sql.SQL("_badged_held := ARRAY(SELECT badge FROM {award} WHERE user_id = _badged_user "
+                       "AND badge = ANY ({codes}));").format(award=award, codes=codes)
+    return _SECTION.format(
+        codes_comment=sql.SQL(", ".join(badge.code for badge in badges)),  # codes: letters, digits, _ and -
+        user_value=sql.SQL("{}.{}").format(sql.SQL(badges[0].event.changed_row), sql.Identifier(user_field)),
+        award=award,
+        held=held,
+        count=sql.Literal(len(badges)),
+        fast=_fast_checks(badges, filtered),
+        careful=sql.SQL("\n").join(_guarded_check(badge, filtered) for badge in badges),
+        channel=sql.Literal(settings.channel),
+    )
+
+
+def _fast_checks(badges: tuple[Badge, ...], filtered: bool) -> sql.Composed:
+    """Plain expressions as plpgsql IFs (no query at all); all conditions that run queries in ONE query."""
+    querying = [badge for badge in badges if badge.condition.runs_query]
+    if len(querying) == 1:  # one query either way: the condition's own is the simplest
+        querying = []
+    plain = [badge for badge in badges if badge not in querying]
+    checks = [_CHECK.format(unless=_unless_held(badge, filtered, "_badged_held"),
+                            condition=sql.SQL(badge.condition.expression), code=sql.Literal(badge.code))
+              for badge in plain]
+    if querying:
+        checks.append(_query_checks(querying, filtered))
+    return sql.SQL("\n").join(checks)
+
+
+def _query_checks(badges: list[Badge], filtered: bool) -> sql.Composed:
+    """One query evaluating the conditions of *badges* the user does not hold (``CASE`` skips the others)."""
+    shared: dict[tuple[str, tuple[str, ...]], list[Badge]] = {}
     for badge in badges:
-        if badge.condition.shared_query is not None:
-            shared.setdefault(badge.condition.shared_query, []).append(badge)
-    shared = {query: members for query, members in shared.items() if len(members) > 1}
+        if (key := badge.condition.share_key) is not None:
+            shared.setdefault(key, []).append(badge)
+    shared = {key: members for key, members in shared.items() if len(members) > 1}
     grouped = {badge.code for members in shared.values() for badge in members}
     singles = [badge for badge in badges if badge.code not in grouped]
     # The codes in the order of the results array: single conditions first, then each shared group.
     order = [badge.code for badge in singles] + [badge.code for members in shared.values() for badge in members]
     parts: list[sql.Composable] = []
     if singles:
-        parts.append(sql.SQL("ARRAY[\n{}\n                         ]::boolean[]").format(sql.SQL(",\n").join(
+        parts.append(sql.SQL("ARRAY[\n{}\n                    ]::boolean[]").format(sql.SQL(",\n").join(
             _single_result(badge, filtered) for badge in singles)))
-    parts += [_shared_results(query, members) for query, members in shared.items()]
-    return _SECTION.format(
-        codes_comment=sql.SQL(", ".join(badge.code for badge in badges)),  # codes: letters, digits, _ and -
-        user_value=sql.SQL("{}.{}").format(sql.SQL(badges[0].event.changed_row), sql.Identifier(user_field)),
-        award=award,
-        codes=_codes([badge.code for badge in badges]),
-        order=_codes(order),
-        results=sql.SQL(" || ").join(parts),
-        careful=sql.SQL("\n").join(_guarded_check(badge, filtered) for badge in badges),
-        channel=sql.Literal(settings.channel),
-    )
+    parts += [_shared_results(query, members) for (query, _scope), members in shared.items()]
+    return _QUERY_CHECKS.format(order=_codes(order), results=sql.SQL(" || ").join(parts))
 
 
 def _unless_held(badge: Badge, filtered: bool, held: str) -> sql.Composed:
@@ -318,18 +344,18 @@ def _unless_held(badge: Badge, filtered: bool, held: str) -> sql.Composed:
 
 def _single_result(badge: Badge, filtered: bool) -> sql.Composed:
     # CASE: the condition of a badge the user holds is never evaluated (its subqueries never run).
-    return sql.SQL("                             CASE WHEN {unless} THEN {condition} END").format(
-        unless=_unless_held(badge, filtered, "_badged_h._badged_holds"),
+    return sql.SQL("                        CASE WHEN {unless} THEN {condition} END").format(
+        unless=_unless_held(badge, filtered, "_badged_held"),
         condition=sql.SQL(badge.condition.expression))
 
 
 def _shared_results(shared_query: str, badges: list[Badge]) -> sql.Composed:
     """One query computing every condition of *badges* (unless the user holds them all)."""
-    targets = [badge.condition.target or "" for badge in badges]
+    members = [(badge.condition.target or "", badge.condition.where) for badge in badges]
     return sql.SQL(
-        "CASE WHEN NOT (_badged_h._badged_holds @> {codes}) THEN ({query})\n"
-        "                         ELSE pg_catalog.array_fill(NULL::boolean, ARRAY[{count}]) END"
-    ).format(codes=_codes([badge.code for badge in badges]), query=sql.SQL(shared_select(shared_query, targets)),
+        "CASE WHEN NOT (_badged_held @> {codes}) THEN ({query})\n"
+        "                    ELSE pg_catalog.array_fill(NULL::boolean, ARRAY[{count}]) END"
+    ).format(codes=_codes([badge.code for badge in badges]), query=sql.SQL(shared_select(shared_query, members)),
              count=sql.Literal(len(badges)))
 
 
@@ -378,53 +404,63 @@ _SECTION = sql.SQL("""
     -- badges {codes_comment}
     _badged_user := ({user_value})::text;
     IF _badged_user IS NOT NULL THEN
-        -- One query per written row: the badges the user already holds (one index
-        -- lookup; their conditions are skipped), then the conditions of the others.
-        -- A failing condition must not fail the application's write: the guard only
-        -- reads, so it never assigns a subtransaction id; on a failure, each condition
-        -- is evaluated again in a guard of its own, so that only that badge is skipped.
-        BEGIN
-            _badged_earned := ARRAY(
-                SELECT _badged_r._badged_c
-                FROM (SELECT ARRAY(SELECT badge FROM {award}
-                                   WHERE user_id = _badged_user AND badge = ANY ({codes})) AS _badged_holds
-                     ) AS _badged_h,
-                     unnest({order},
-                         {results}
-                     ) AS _badged_r (_badged_c, _badged_ok)
-                WHERE _badged_r._badged_ok AND NOT (_badged_r._badged_c = ANY (_badged_h._badged_holds)));
-        EXCEPTION WHEN OTHERS THEN
-            _badged_held := ARRAY(SELECT badge FROM {award} WHERE user_id = _badged_user AND badge = ANY ({codes}));
+        -- Cheap path first: which of these badges the user already holds, in one index lookup.
+        {held}
+        IF cardinality(_badged_held) < {count} THEN
             _badged_earned := '{{}}';
+            -- A failing condition must not fail the application's write. The guard only
+            -- reads, so it never assigns a subtransaction id; on a failure, each condition
+            -- is evaluated again in a guard of its own, so that only that badge is skipped.
+            BEGIN
+{fast}
+            EXCEPTION WHEN OTHERS THEN
+                _badged_earned := '{{}}';
 {careful}
-        END;
-        IF cardinality(_badged_earned) > 0 THEN
-            FOR _badged_award, _badged_code IN
-                INSERT INTO {award} (badge, user_id) SELECT unnest(_badged_earned), _badged_user
-                ON CONFLICT (badge, user_id) DO NOTHING
-                RETURNING id, badge
-            LOOP
-                -- The doorbell only: listeners read the award table. Small by construction
-                -- (NOTIFY payloads must stay under 8000 bytes).
-                PERFORM pg_notify({channel}, json_build_object(
-                    'award_id', _badged_award,
-                    'badge', _badged_code,
-                    'user_id', CASE WHEN octet_length(_badged_user) <= 1024 THEN _badged_user END
-                )::text);
-            END LOOP;
+            END;
+            IF cardinality(_badged_earned) > 0 THEN
+                FOR _badged_award, _badged_code IN
+                    INSERT INTO {award} (badge, user_id) SELECT unnest(_badged_earned), _badged_user
+                    ON CONFLICT (badge, user_id) DO NOTHING
+                    RETURNING id, badge
+                LOOP
+                    -- The doorbell only: listeners read the award table. Small by construction
+                    -- (NOTIFY payloads must stay under 8000 bytes).
+                    PERFORM pg_notify({channel}, json_build_object(
+                        'award_id', _badged_award,
+                        'badge', _badged_code,
+                        'user_id', CASE WHEN octet_length(_badged_user) <= 1024 THEN _badged_user END
+                    )::text);
+                END LOOP;
+            END IF;
         END IF;
     END IF;""")
 
-_GUARDED_CHECK = sql.SQL("""            IF {unless} THEN
-                BEGIN
+_CHECK = sql.SQL("""                IF {unless} THEN
                     IF {condition} THEN
                         _badged_earned := _badged_earned || {code}::text;
                     END IF;
-                EXCEPTION WHEN OTHERS THEN
-                    RAISE WARNING 'badged: condition of badge % failed on %.%: % (SQLSTATE %)',
-                        {code}, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
-                END;
-            END IF;""")
+                END IF;""")
+
+# Every condition that runs a query, in one query: a query per written row is what a
+# trigger costs most. CASE leaves the conditions of held badges unevaluated (their
+# subqueries never run); aggregate tails over the same rows share one subquery.
+_QUERY_CHECKS = sql.SQL("""                _badged_earned := _badged_earned || ARRAY(
+                    SELECT _badged_r._badged_c
+                    FROM unnest({order},
+                    {results}
+                    ) AS _badged_r (_badged_c, _badged_ok)
+                    WHERE _badged_r._badged_ok AND NOT (_badged_r._badged_c = ANY (_badged_held)));""")
+
+_GUARDED_CHECK = sql.SQL("""                IF {unless} THEN
+                    BEGIN
+                        IF {condition} THEN
+                            _badged_earned := _badged_earned || {code}::text;
+                        END IF;
+                    EXCEPTION WHEN OTHERS THEN
+                        RAISE WARNING 'badged: condition of badge % failed on %.%: % (SQLSTATE %)',
+                            {code}, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+                    END;
+                END IF;""")
 
 
 def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
