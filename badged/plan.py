@@ -249,8 +249,13 @@ def _trigger_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) 
         drift = trigger_drift(trigger, existing)
         if drift is None:
             continue
-        reason, badges = (drift, trigger.badges) if drift.startswith("drifted") else \
-            _why_rewritten(trigger.badges, existing.comment, changed)
+        edited = tuple(code for code in trigger.badges if code in changed)
+        if drift.startswith("drifted"):
+            reason, badges = drift, trigger.badges
+        elif edited:
+            reason, badges = "badge changed in badge.json: " + ", ".join(edited), edited
+        else:
+            reason, badges = "rendered differently by this version of badged", trigger.badges
         steps.append(Step(Action.REPLACE, "trigger", display, reason, _sql(*trigger.drop(), *trigger.create()),
                           badges))
     return steps

@@ -61,7 +61,8 @@ def fingerprint(*parts: str) -> str:
 
 
 def comment_for(badges: tuple[str, ...], digest: str) -> str:
-    return f"{COMMENT_MARK}: badges={','.join(badges)} sha256={digest}"
+    served = f"badges={','.join(badges)} " if badges else ""
+    return f"{COMMENT_MARK}: {served}sha256={digest}"
 
 
 def parse_comment(comment: str | None) -> tuple[tuple[str, ...], str] | None:
@@ -154,7 +155,8 @@ class TriggerDef:
 
     @property
     def comment(self) -> str:
-        return comment_for(self.badges, self.digest)
+        # No badge list: adding a badge to a table changes its function, never its trigger.
+        return comment_for((), self.digest)
 
     def create(self) -> list[sql.Composable]:
         return [
