@@ -32,12 +32,13 @@ Pure: no database. Tables are passed in already resolved (see ``catalog.Table``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
 from psycopg import sql
 
-from badged.catalog import Table
+from badged.catalog import Column, Table
 from badged.condition import Event, shared_select
 from badged.settings import Settings
 from badged.spec import MAX_IDENTIFIER_BYTES, Badge
@@ -231,6 +232,14 @@ def object_name(settings: Settings, table: Table, kind: str) -> str:
 
 
 def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings) -> FunctionDef:
+    # Rendering is pure and the daemon re-renders the same badges on every resync:
+    # remember recent results (the columns are part of the key: Table compares without them).
+    return _render_function(badges, table, table.columns, kind, settings)
+
+
+@functools.lru_cache(maxsize=512)
+def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Column, ...], kind: str,
+                     settings: Settings) -> FunctionDef:
     award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
     sections: dict[str, list[Badge]] = {}
     for badge in badges:
