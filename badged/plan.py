@@ -235,7 +235,10 @@ def _trigger_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) 
     for key, found in actual.items():
         if key in wanted:
             continue
-        reason, badges = _why_dropped(found.comment, desired)
+        # a table's trigger names no badges: its function's comment does
+        served_by = next((f.comment for f in catalog.functions
+                          if (f.schema, f.name) == (found.function_schema, found.function_name)), None)
+        reason, badges = _why_dropped(found.comment if "badge=" in (found.comment or "") else served_by, desired)
         steps.append(Step(Action.DROP, "trigger", _trigger_display(found.name, found.table.display), reason,
                           _sql(drop_trigger(found.name, found.table)), badges))
     for key, trigger in wanted.items():

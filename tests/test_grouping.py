@@ -130,3 +130,11 @@ def test_object_names_fit_postgresql_and_tell_the_table(table: str) -> None:
     name = object_name(SETTINGS, Table("public", table), "update_of")
     assert len(name.encode()) <= 63 and name.endswith("$update_of")
     assert (table in name) == (len(table) < 30)
+
+
+def test_dropping_a_tables_last_badge_of_a_kind_names_it_on_every_step() -> None:
+    before = [badge("a", "true"), badge("gone", "hit_views > 1", event="update")]
+    plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS), installed(before), SETTINGS)
+    assert [(s.action, s.kind, s.badges) for s in plan.steps] == [
+        (Action.DROP, "trigger", ("gone",)), (Action.DROP, "function", ("gone",)), (Action.DROP, "badge", ("gone",)),
+    ]
