@@ -175,3 +175,12 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
 
     yield run
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Any]]:
+    """``badged run`` processes a test starts (``tests.daemon_process.DaemonProcess``); killed afterwards."""
+    started: list[Any] = []
+    yield started
+    for daemon in started:
+        daemon.kill()

@@ -55,3 +55,10 @@ def object_oids(conn: psycopg.Connection[Any], prefix: str = "badged_") -> dict[
         {"p": prefix},
     ).fetchall()
     return dict(rows)
+
+
+def triggers(dsn: str) -> set[str]:
+    """badged's triggers in the database (partition clones left out)."""
+    with psycopg.connect(dsn) as conn:
+        return {row[0] for row in conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'badged\\_%' AND tgparentid = 0").fetchall()}

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import structlog
 
@@ -26,7 +25,7 @@ from badged.sources.configmap import ConfigMapSource
 from tests.conftest import SEED_BADGES
 from tests.daemon_process import DaemonProcess
 from tests.fake_kube import FakeKube
-from tests.helpers import SEED_OBJECTS
+from tests.helpers import SEED_OBJECTS, triggers
 
 lightkube = pytest.importorskip("lightkube")
 
@@ -316,20 +315,6 @@ def test_without_lightkube_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
 
 
 # -- 5. end to end: the daemon, the fake API server, a real PostgreSQL -----------------------------
-
-
-def triggers(dsn: str) -> set[str]:
-    with psycopg.connect(dsn) as conn:
-        return {row[0] for row in conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'badged\\_%' AND tgparentid = 0").fetchall()}
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 @needs_kubeconfig_lookup

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +13,9 @@ import pytest
 
 from tests.conftest import SEED, SEED_BADGES
 from tests.daemon_process import DaemonProcess, kubelet_update
-from tests.helpers import SEED_OBJECTS, badge
+from tests.helpers import SEED_OBJECTS, badge, triggers
 
 SEED_TEXT = (SEED / "badge.json").read_text()
-
-
-def triggers(dsn: str) -> set[str]:
-    with psycopg.connect(dsn) as conn:
-        return {row[0] for row in conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'badged\\_%' AND tgparentid = 0").fetchall()}
 
 
 def write_json(path: Path, items: list[dict[str, str]]) -> None:
@@ -31,13 +24,6 @@ def write_json(path: Path, items: list[dict[str, str]]) -> None:
     tmp.write_text(json.dumps(items, indent=2))
     tmp.replace(path)
 
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 def start(daemons: list[DaemonProcess], *args: str) -> DaemonProcess:
