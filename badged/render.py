@@ -245,7 +245,7 @@ def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Co
     for badge in badges:
         sections.setdefault(badge.user_field, []).append(badge)
     body = _FUNCTION_BODY.format(sections=sql.SQL("\n").join(
-        _section(tuple(members), user_field, award, settings, filtered=kind == UPDATE_OF)
+        _section(tuple(members), user_field, award, settings, filtered=kind == UPDATE_OF, alone=len(badges) == 1)
         for user_field, members in sections.items()
     ))
     return FunctionDef(
@@ -291,7 +291,7 @@ def _codes(codes: list[str] | tuple[str, ...]) -> sql.Composed:
 
 
 def _section(badges: tuple[Badge, ...], user_field: str, award: sql.Composable, settings: Settings, *,
-             filtered: bool) -> sql.Composed:
+             filtered: bool, alone: bool) -> sql.Composed:
     """The part of a function that serves the badges whose user is *user_field* of the changed row."""
     codes = _codes([badge.code for badge in badges])
     if len(badges) == 1:  # the common case, and the cheapest lookup: the unique index, both columns equal
@@ -306,14 +306,19 @@ def _section(badges: tuple[Badge, ...], user_field: str, award: sql.Composable, 
         award=award,
         held=held,
         count=sql.Literal(len(badges)),
-        fast=_fast_checks(badges, filtered),
+        fast=_fast_checks(badges, filtered, alone=alone),
         careful=sql.SQL("\n").join(_guarded_check(badge, filtered) for badge in badges),
         channel=sql.Literal(settings.channel),
     )
 
 
-def _fast_checks(badges: tuple[Badge, ...], filtered: bool) -> sql.Composed:
+def _fast_checks(badges: tuple[Badge, ...], filtered: bool, *, alone: bool) -> sql.Composed:
     """Plain expressions as plpgsql IFs (no query at all); all conditions that run queries in ONE query."""
+    if alone:
+        # The function's only badge: the user does not hold it (or we would not be here), and
+        # for update_of the trigger's WHEN has already seen its columns change. Nothing to re-check.
+        (badge,) = badges
+        return _LONE_CHECK.format(condition=sql.SQL(badge.condition.expression), code=sql.Literal(badge.code))
     querying = [badge for badge in badges if badge.condition.runs_query]
     if len(querying) == 1:  # one query either way: the condition's own is the simplest
         querying = []
@@ -450,6 +455,10 @@ _CHECK = sql.SQL("""                IF {unless} THEN
                     IF {condition} THEN
                         _badged_earned := _badged_earned || {code}::text;
                     END IF;
+                END IF;""")
+
+_LONE_CHECK = sql.SQL("""                IF {condition} THEN
+                    _badged_earned := ARRAY[{code}::text];
                 END IF;""")
 
 # Every condition that runs a query, in one query: a query per written row is what a
