@@ -29,9 +29,9 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from badged.awarding import AWARD_TABLE
 from badged.catalog import Table
 from badged.condition import Event
-from badged.render import AWARD_TABLE
 from badged.settings import Settings
 from badged.spec import Badge
 

@@ -17,6 +17,7 @@ from pglast.parser import ParseError
 from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
+from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import TableName
 
@@ -32,6 +33,8 @@ class Column:
     name: str
     type: str
     generated: bool = False
+    #: a virtual generated column (PostgreSQL 18): computed when read, but NULL in row triggers
+    virtual: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Table:
 
     def is_generated(self, name: str) -> bool:
         return any(column.name == name and column.generated for column in self.columns)
+
+    def is_virtual(self, name: str) -> bool:
+        return any(column.name == name and column.virtual for column in self.columns)
 
 
 @dataclass(frozen=True)
@@ -155,9 +161,18 @@ def resolve_tables(conn: Connection[Any], names: Iterable[TableName]) -> dict[st
             if row is None or row["oid"] is None:
                 resolved[str(name)] = None
                 continue
-            columns = tuple(Column(c["name"], c["type"], c["generated"]) for c in row["columns"] or ())
+            columns = tuple(Column(c["name"], c["type"], c["generated"], c["virtual"]) for c in row["columns"] or ())
             resolved[str(name)] = Table(row["schema"], row["name"], row["oid"], row["kind"], columns)
     return resolved
+
+
+def read_routines(conn: Connection[Any], names: Iterable[str]) -> Routines:
+    """The kind of every overload of these function names, in every schema (``pg_proc.prokind``)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return Routines()
+    rows = conn.execute(_ROUTINES_SQL, {"names": wanted}).fetchall()
+    return Routines(frozenset((schema, name, RoutineKind(kind)) for schema, name, kind in rows))
 
 
 def parse_search_path(value: str) -> tuple[str, ...] | None:
@@ -260,10 +275,16 @@ WITH target AS (
 SELECT c.oid::int8 AS oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind,
        ARRAY(SELECT pg_catalog.json_build_object(
                  'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-                 'generated', a.attgenerated <> '')
+                 'generated', a.attgenerated <> '', 'virtual', a.attgenerated = 'v')
              FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum) AS columns
 FROM target LEFT JOIN pg_catalog.pg_class c ON c.oid = target.oid
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+"""
+
+_ROUTINES_SQL = """
+SELECT DISTINCT n.nspname::text, p.proname::text, p.prokind::text
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY (%(names)s::text[])
 """

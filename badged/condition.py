@@ -18,7 +18,7 @@ This module is pure: no database, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
+
+from badged.routines import FunctionName, RoutineKind, Routines
 
 _PREFIX = "SELECT "
 
@@ -57,14 +59,6 @@ _CLOCK_TYPES = frozenset(
 
 _DATA_MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
-# Built-in aggregates: a query tail whose value is one of these (and has no GROUP BY)
-# returns exactly one row, so several such tails over the same FROM/WHERE can be
-# computed by one query (bronze/silver/gold badges on the same count).
-_AGGREGATES = frozenset({
-    "count", "sum", "min", "max", "avg", "bool_and", "bool_or", "every", "array_agg", "string_agg",
-    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "stddev", "stddev_pop", "stddev_samp",
-    "variance", "var_pop", "var_samp", "bit_and", "bit_or", "bit_xor",
-})
 # Clauses that make a query return other than exactly one row per aggregate query.
 _NOT_SHAREABLE = ("groupClause", "havingClause", "sortClause", "limitCount", "limitOffset", "windowClause",
                   "distinctClause", "lockingClause", "withClause", "valuesLists", "intoClause")
@@ -110,28 +104,55 @@ class Condition:
     row_columns: frozenset[tuple[str, str]]
     #: True when the value depends only on NEW's columns (no clock, no other rows)
     new_row_only: bool
-    #: for an aggregate query tail: its FROM alone (``SELECT FROM dummy_sketch``); conditions
-    #: with the same one are computed together by ``shared_select``
+    #: for a query tail without GROUP BY, LIMIT and the like: its FROM alone (``SELECT FROM
+    #: dummy_sketch``); aggregate conditions with the same one may be computed together
+    #: by ``shared_select``
     shared_query: str | None = None
-    #: for an aggregate query tail: its value alone (``count(id) >= 5``)
+    #: for such a query tail: its value alone (``count(id) >= 5``)
     target: str | None = None
-    #: for an aggregate query tail: the AND-ed parts of its WHERE, each deparsed
+    #: for such a query tail: the AND-ed parts of its WHERE, each deparsed
     where: tuple[str, ...] = ()
+    #: for such a query tail: the functions its value calls at its own level (not in
+    #: subqueries), which the database says are aggregates or not (``routines``)
+    target_calls: frozenset[FunctionName] = frozenset()
+    #: True when evaluating it runs a query (a query tail, or a subquery inside), which is
+    #: what costs a trigger most; plain expressions are evaluated by plpgsql directly
+    runs_query: bool = True
+    #: every function the condition calls, anywhere
+    calls: frozenset[FunctionName] = frozenset()
+    #: True when its value depends on the changed row alone: no query, no subquery, no
+    #: function call (a function could read a table)
+    row_local: bool = False
+    #: for a query tail over exactly one table: that table as written (schema or None, name)
+    from_table: tuple[str | None, str] | None = None
+    #: columns ``c`` of that table for which its WHERE has the part ``c = NEW.c`` (``OLD.c``
+    #: for delete badges): the rows it reads are those of the changed row's ``c``
+    scope_columns: frozenset[str] = frozenset()
+    #: True when it reads NEW or OLD as a whole row (``row_to_json(NEW)``)
+    whole_row: bool = False
+    #: True when a subquery appears anywhere in it (its value, its WHERE, …)
+    has_subquery: bool = False
 
-    @property
-    def share_key(self) -> tuple[str, tuple[str, ...]] | None:
+    def share_key(self, routines: Routines, search_path: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
         """Conditions with the same key are computed by one query (``shared_select``).
 
         Same FROM, and the same WHERE parts that read the changed row (``user_id =
         NEW.user_id``): those keep the shared scan as narrow as each condition's own;
-        their other WHERE parts become FILTERs. A condition whose WHERE does not read
-        the row (a count over the whole table) is never shared.
+        their other WHERE parts become FILTERs on its aggregates. Only a value that the
+        database says is an aggregate of plain functions returns exactly one row and can
+        take FILTERs; anything unknown or ambiguous is not shared. A condition whose WHERE
+        does not read the row (a count over the whole table) is never shared.
         """
+        if self.shared_query is None:
+            return None
+        kinds = [routines.kinds(name, search_path) for name in self.target_calls]
+        if any(len(found) != 1 for found in kinds) or not any(routines.is_aggregate(name, search_path)
+                                                             for name in self.target_calls):
+            return None  # unknown, ambiguous (an aggregate in one schema, a function in another), or no aggregate
+        if any(found not in ({RoutineKind.AGGREGATE}, {RoutineKind.FUNCTION}) for found in kinds):
+            return None  # a window function or a procedure: not one value per query
         scope = tuple(sorted(part for part in self.where if _reads_row(part)))
-        return (self.shared_query, scope) if self.shared_query is not None and scope else None
-    #: True when evaluating it runs a query (a query tail, or a subquery inside), which is
-    #: what costs a trigger most; plain expressions are evaluated by plpgsql directly
-    runs_query: bool = True
+        return (self.shared_query, scope) if scope else None
 
     @property
     def new_columns(self) -> tuple[str, ...]:
@@ -148,7 +169,10 @@ def parse_condition(written: str, event: Event) -> Condition:
     _reject_misused_rows(select, event)
     row_refs = frozenset(_row_refs(select))
     row_columns = frozenset((var, column) for var, column in row_refs if column is not None)
-    shared_query, shared_target, where = _shareable(select) if is_query else (None, None, ())
+    shared_query, shared_target, where, target_calls = _shareable(select) if is_query else (None, None, (), None)
+    from_table, scope_columns = _scope(select, event.changed_row) if is_query else (None, frozenset())
+    calls = frozenset(_function_name(node) for node in _walk(select) if isinstance(node, ast.FuncCall))
+    has_subquery = any(isinstance(node, ast.SubLink) for node in _walk(target))
     expression = _deparse(select if is_query else target)
     if is_query:
         expression = f"({expression})"
@@ -171,16 +195,25 @@ def parse_condition(written: str, event: Event) -> Condition:
         shared_query=shared_query,
         target=shared_target,
         where=where,
-        runs_query=is_query or any(isinstance(node, ast.SubLink) for node in _walk(target)),
+        target_calls=target_calls or frozenset(),
+        runs_query=is_query or has_subquery,
+        calls=calls,
+        row_local=not is_query and not has_subquery and not calls,
+        from_table=from_table,
+        scope_columns=scope_columns,
+        whole_row=any(column is None for _, column in row_refs),
+        has_subquery=any(isinstance(node, ast.SubLink) for node in _walk(select)),
     )
 
 
-def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]]) -> str:
+def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]],
+                  is_aggregate: Callable[[FunctionName], bool]) -> str:
     """One query computing the values of several aggregate conditions over one FROM.
 
     *members* are (value, WHERE parts) of conditions whose ``shared_query`` (their FROM)
     is the same. The WHERE parts they all have stay in the WHERE; each condition's
-    other parts become a ``FILTER (WHERE …)`` on its aggregates, so that::
+    other parts become a ``FILTER (WHERE …)`` on its aggregates (the calls for which
+    *is_aggregate* is true: the database's answer, see ``routines``), so that::
 
         count(*) >= 3 FROM t WHERE user_id = NEW.user_id AND views >= 5
         sum(views) > 9 FROM t WHERE user_id = NEW.user_id
@@ -197,7 +230,7 @@ def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]])
         rest = [_single_value(part) for part in where if part not in common]
         if rest:
             _filter_aggregates(expression, rest[0] if len(rest) == 1 else
-                               ast.BoolExpr(boolop=enums.BoolExprType.AND_EXPR, args=tuple(rest)))
+                               ast.BoolExpr(boolop=enums.BoolExprType.AND_EXPR, args=tuple(rest)), is_aggregate)
         values.append(expression)
     select: Any = parse_sql(shared_query)[0].stmt
     if common:
@@ -208,10 +241,10 @@ def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]])
     return _deparse(select)
 
 
-def _filter_aggregates(expression: Any, condition: Any) -> None:
+def _filter_aggregates(expression: Any, condition: Any, is_aggregate: Callable[[FunctionName], bool]) -> None:
     """Add ``FILTER (WHERE condition)`` to every aggregate computed at this level of *expression*."""
     for node in _walk(expression, into_subqueries=False):
-        if _is_aggregate_call(node):
+        if isinstance(node, ast.FuncCall) and node.over is None and is_aggregate(_function_name(node)):
             node.agg_filter = condition if node.agg_filter is None else ast.BoolExpr(
                 boolop=enums.BoolExprType.AND_EXPR, args=(node.agg_filter, condition))
 
@@ -225,13 +258,18 @@ def _single_value(expression: str) -> Any:
     return select.targetList[0].val
 
 
-def _shareable(select: Any) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """(its FROM, its value, its WHERE parts) when *select* is an aggregate query that returns one row."""
+def _shareable(select: Any) -> tuple[str | None, str | None, tuple[str, ...], frozenset[FunctionName] | None]:
+    """(its FROM, its value, its WHERE parts, the calls of its value) when *select* may return one row.
+
+    Whether it does (its value is an aggregate) is for the database to say: see
+    ``Condition.share_key``. A window call (``OVER``) at this level rules it out here.
+    """
     if not select.fromClause or any(getattr(select, clause, None) for clause in _NOT_SHAREABLE):
-        return None, None, ()
+        return None, None, (), None
     target = select.targetList[0].val
-    if not _has_aggregate(target):
-        return None, None, ()
+    calls = [node for node in _walk(target, into_subqueries=False) if isinstance(node, ast.FuncCall)]
+    if not calls or any(call.over is not None for call in calls):
+        return None, None, (), None
     where: Any = select.whereClause
     if where is None:
         parts: tuple[Any, ...] = ()
@@ -240,20 +278,50 @@ def _shareable(select: Any) -> tuple[str | None, str | None, tuple[str, ...]]:
     else:
         parts = (where,)
     shell: Any = ast.SelectStmt(fromClause=select.fromClause)
-    return _deparse(shell), _deparse(target), tuple(_deparse(part) for part in parts)
+    return (_deparse(shell), _deparse(target), tuple(_deparse(part) for part in parts),
+            frozenset(_function_name(call) for call in calls))
 
 
-def _has_aggregate(expression: Any) -> bool:
-    """Whether a built-in aggregate (not a window call) is computed at this query's level."""
-    return any(_is_aggregate_call(node) for node in _walk(expression, into_subqueries=False))
+def _function_name(call: Any) -> FunctionName:
+    names = [str(part.sval) for part in call.funcname]
+    return (names[-2] if len(names) >= 2 else None, names[-1])
 
 
-def _is_aggregate_call(node: Any) -> bool:
-    if not isinstance(node, ast.FuncCall) or node.over is not None:
-        return False
-    names: Any = node.funcname
-    schema = names[0].sval if len(names) == 2 else "pg_catalog"
-    return bool(schema == "pg_catalog" and names[-1].sval in _AGGREGATES)
+def _scope(select: Any, row: str) -> tuple[tuple[str | None, str] | None, frozenset[str]]:
+    """The one table a query tail reads, and its columns ``c`` that its WHERE equates with ``<row>.c``.
+
+    A query over ``dummy_sketch WHERE user_id = NEW.user_id`` reads only rows of the
+    changed row's user: two writes of different users cannot change what the other's
+    check reads. Joins, several FROM items and subqueries in FROM give no table.
+    """
+    items: Any = select.fromClause or ()
+    if len(items) != 1 or not isinstance(items[0], ast.RangeVar) or items[0].catalogname:
+        return None, frozenset()
+    table: Any = items[0]
+    names = {str(table.alias.aliasname) if table.alias else str(table.relname)}
+    where: Any = select.whereClause
+    parts: Any = where.args if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR \
+        else ((where,) if where is not None else ())
+    columns = set()
+    for part in parts:
+        name: Any = part.name if isinstance(part, ast.A_Expr) else ()
+        if not (isinstance(part, ast.A_Expr) and part.kind == enums.A_Expr_Kind.AEXPR_OP
+                and len(name) == 1 and name[0].sval == "="):
+            continue
+        sides = [_column_path(part.lexpr), _column_path(part.rexpr)]
+        for mine, theirs in (sides, sides[::-1]):
+            if mine is None or theirs is None or len(theirs) != 2 or theirs[0] != row:
+                continue
+            if (len(mine) == 1 or (len(mine) == 2 and mine[0] in names)) and mine[-1] == theirs[1]:
+                columns.add(mine[-1])
+    return (table.schemaname, str(table.relname)), frozenset(columns)
+
+
+def _column_path(node: Any) -> tuple[str, ...] | None:
+    fields: Any = node.fields if isinstance(node, ast.ColumnRef) else None
+    if fields is None or not all(isinstance(f, ast.String) for f in fields):
+        return None
+    return tuple(str(f.sval) for f in fields)
 
 
 def _parse_single_select(written: str) -> Any:

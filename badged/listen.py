@@ -31,11 +31,12 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from badged.awarding import AWARD_TABLE
 from badged.backoff import Backoff
 from badged.db import connect
 from badged.errors import ConfigError, ConnectionFailed, PermanentError
 from badged.events import AwardEvent, Position
-from badged.render import AWARD_TABLE, BADGE_TABLE, GROUP_TABLE
+from badged.render import BADGE_TABLE, GROUP_TABLE
 from badged.settings import Settings
 
 log = structlog.get_logger("badged.listen")

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from psycopg import sql
 
+from badged.awarding import AWARD_TABLE
 from badged.catalog import (
     TRIGGER_EVENT_BITS,
     TRIGGER_ROW,
@@ -26,8 +27,8 @@ from badged.catalog import (
     Catalog,
 )
 from badged.errors import DatabaseMismatch, Problem
+from badged.locks import RECHECK_TABLE
 from badged.render import (
-    AWARD_TABLE,
     BADGE_TABLE,
     COMMENT_MARK,
     GROUP_TABLE,
@@ -162,7 +163,7 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     if not catalog.schema_exists:
         steps.append(Step(Action.CREATE, "schema", settings.schema, "badged's schema is missing",
                           _sql(*bootstrap["schema"])))
-    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE):
+    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE):
         if table not in catalog.tables:
             steps.append(Step(Action.CREATE, "table", f"{settings.schema}.{table}",
                               f"badged's {table} table is missing", _sql(*bootstrap[table])))

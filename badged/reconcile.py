@@ -19,10 +19,10 @@ import structlog
 from psycopg import sql
 
 from badged.apply import apply_plan
-from badged.catalog import Table, read_catalog, resolve_tables
+from badged.catalog import Table, read_catalog, read_routines, resolve_tables
 from badged.errors import ConnectionFailed, DatabaseMismatch, LockTimeout, Problem
-from badged.plan import Plan, diff
-from badged.render import render, render_condition_check
+from badged.plan import Action, Plan, diff
+from badged.render import Desired, render, render_condition_check
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -43,20 +43,34 @@ class Outcome:
 
 
 def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings, *,
-              apply: bool) -> Outcome:
-    """Plan (and with *apply*, execute) the changes that make the database match *badges*."""
+              apply: bool, verify: bool = True) -> Outcome:
+    """Plan (and with *apply*, execute) the changes that make the database match *badges*.
+
+    A plan is a promise: unless *verify* is false (``status`` only reads), the plan is
+    also tried, under the same advisory lock, in a savepoint that is rolled back, so
+    whatever would make ``reconcile`` fail makes ``plan`` fail the same way.
+    """
     started = time.monotonic()
     try:
         with conn.transaction():
             _set_local_timeouts(conn, settings)
-            if apply:
+            trial = not apply and verify and not _read_only(conn)
+            if apply or trial:
                 _lock(conn, settings)
             else:
                 conn.execute("SET TRANSACTION READ ONLY")
             tables = resolve_tables(conn, (badge.table for badge in badges))
             resolved = check_against_database(conn, badges, tables)
-            plan = diff(render(badges, resolved, settings), read_catalog(conn, settings), settings)
-            statements = apply_plan(conn, plan) if apply else 0
+            routines = read_routines(conn, {name for badge in badges for _, name in badge.condition.calls})
+            desired = render(badges, resolved, settings, routines)
+            plan = diff(desired, read_catalog(conn, settings), settings)
+            if apply:
+                statements = apply_plan(conn, plan)
+                check_rendered(conn, desired, plan)
+            else:
+                statements = 0
+                if trial and not plan.in_sync:
+                    try_plan(conn, desired, plan)
     except psycopg.errors.LockNotAvailable as exc:
         raise LockTimeout(
             f"another reconcile or a long transaction held a lock too long ({exc.diag.message_primary}); "
@@ -70,6 +84,42 @@ def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings
                  seconds=round(outcome.seconds, 3),
                  changed=[f"{s.action.symbol} {s.kind} {s.name}" for s in plan.steps])
     return outcome
+
+
+def try_plan(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> None:
+    """Apply *plan* and check what it made, in a savepoint that is always rolled back."""
+    try:
+        with conn.transaction():
+            apply_plan(conn, plan)
+            check_rendered(conn, desired, plan)
+            raise _RollbackCheck
+    except _RollbackCheck:
+        pass
+
+
+def check_rendered(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> None:
+    """The queries of every function the plan creates or replaces must analyse (see ``FunctionDef.probes``)."""
+    changed = {step.name for step in plan.steps if step.kind == "function" and step.action is not Action.DROP}
+    problems = []
+    for function in desired.functions:
+        if f"{function.schema}.{function.name}" not in changed:
+            continue
+        for probe in function.probes:
+            message = _analysis_error(conn, function.search_path[1], sql.SQL(probe))
+            if message:
+                problems.append(Problem(f"PostgreSQL cannot run the query checking them: {message}",
+                                        code=", ".join(function.badges)))
+    if problems:
+        raise DatabaseMismatch("database", problems)
+
+
+def _read_only(conn: psycopg.Connection[Any]) -> bool:
+    """A standby or a read-only session cannot try a plan: it is then only computed (and a warning logged)."""
+    row = conn.execute("SELECT pg_catalog.current_setting('transaction_read_only') = 'on'").fetchone()
+    if row and row[0]:
+        log.warning("plan.not_tried", reason="the session is read-only (a standby, or default_transaction_read_only)")
+        return True
+    return False
 
 
 def _set_local_timeouts(conn: psycopg.Connection[Any], settings: Settings) -> None:
@@ -106,12 +156,38 @@ def check_against_database(conn: psycopg.Connection[Any], badges: tuple[Badge, .
                                     f"{_did_you_mean(badge.user_field, table.column_names)}",
                                     badge.index, badge.code, "user_field"))
             continue
+        virtual = _virtual_columns_read(badge, table)
+        if virtual:
+            problems.append(Problem(virtual, badge.index, badge.code,
+                                    "user_field" if table.is_virtual(badge.user_field) else "condition"))
+            continue
         checkable.append((badge, table))
     for badge, message in _condition_errors(conn, checkable):
         problems.append(Problem(f"does not fit the database: {message}", badge.index, badge.code, "condition"))
     if problems:
         raise DatabaseMismatch("database", problems)
     return resolved
+
+
+def _virtual_columns_read(badge: Badge, table: Table) -> str | None:
+    """Why *badge* cannot read a virtual generated column of the changed row, or None.
+
+    PostgreSQL 18 computes virtual columns when a query reads them, but passes them to
+    row triggers as NULL: such a badge would silently never be awarded.
+    """
+    fix = "make the column STORED, or compute its expression in the condition"
+    if table.is_virtual(badge.user_field):
+        return (f"user_field {badge.user_field!r} is a virtual generated column of {table.display}, which "
+                f"PostgreSQL passes to row triggers as NULL; {fix}")
+    read = sorted({f"{var.upper()}.{column}" for var, column in badge.condition.row_columns
+                   if table.is_virtual(column)})
+    if read:
+        return (f"reads {', '.join(read)}, a virtual generated column of "
+                f"{table.display}, which PostgreSQL passes to row triggers as NULL; {fix}")
+    if badge.condition.whole_row and any(column.virtual for column in table.columns):
+        return (f"reads the whole changed row, and {table.display} has virtual generated columns, which "
+                f"PostgreSQL passes to row triggers as NULL; {fix}, or read the columns you need")
+    return None
 
 
 def _did_you_mean(name: str, choices: tuple[str, ...]) -> str:

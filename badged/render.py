@@ -1,31 +1,18 @@
 """Badges → the PostgreSQL objects that should exist for them, with their exact SQL.
 
-The badges of one table and one event share **one** AFTER ROW trigger and **one**
-plpgsql function (in badged's schema), named ``<prefix><schema>$<table>$<event>``
-(codes cannot contain ``$``, so these names never meet a badge's). Per written row
-the function:
-
-1. reads the user id (per ``user_field``; most tables have one);
-2. looks up, in one index lookup, which of the table's badges the user already holds,
-   and stops there if they hold them all — the cheap path first;
-3. evaluates the conditions of the others: plain expressions (``hit_views > 1000``) as
-   plpgsql IFs, which run no query, and every condition that runs a query in **one**
-   query (``CASE`` skips held badges; aggregate tails over the same FROM/WHERE, such as
-   bronze/silver/gold on one count, share one subquery), because a query per row is
-   what a trigger costs most. All of it inside one read-only exception guard: if any
-   condition fails, each is evaluated again in a guard of its own, so only the failing
-   badge is skipped (with a WARNING) and the application's write never fails;
-4. inserts the earned awards in one statement (``ON CONFLICT DO NOTHING``) and
-   NOTIFYs each new one.
+The badges of one table and one kind of write share **one** AFTER ROW trigger and
+**one** plpgsql function (in badged's schema), named ``<prefix><schema>$<table>$<kind>``
+(codes cannot contain ``$``, so these names never meet a badge's). What the function
+does for each written row is compiled by ``function_body``.
 
 Update badges whose condition reads only columns of NEW (``hit_views > 1000``) get a
 trigger of their own kind (``update_of``) with ``UPDATE OF <columns>`` and ``WHEN``, so
 writes that change none of those columns never call a function at all.
 
-badged's own tables (the awards and the badge registry) are rendered here too.
-Everything is composed with ``psycopg.sql``, so identifiers are always quoted and
-values always literals; conditions come from pglast's deparser (see ``condition``),
-never from raw text.
+badged's own tables (the awards, the badge registry, consumer groups and rechecks) are
+rendered here too. Everything is composed with ``psycopg.sql``, so identifiers are
+always quoted and values always literals; conditions come from pglast's deparser (see
+``condition``), never from raw text.
 
 Pure: no database. Tables are passed in already resolved (see ``catalog.Table``).
 """
@@ -34,16 +21,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from badged.awarding import AWARD_TABLE
 from badged.catalog import Column, Table
-from badged.condition import Event, shared_select
+from badged.condition import Event
+from badged.function_body import BodyContext, changed, compile_body, function_search_path
+from badged.locks import RECHECK_TABLE
+from badged.routines import UNKNOWN, Routines
 from badged.settings import Settings
 from badged.spec import MAX_IDENTIFIER_BYTES, Badge
 
-AWARD_TABLE = "award"
 BADGE_TABLE = "badge"
 GROUP_TABLE = "consumer_group"
 #: Stamped into every object comment so people (and badged) can tell what made it.
@@ -84,6 +74,9 @@ class FunctionDef:
     badges: tuple[str, ...]
     body: str
     search_path: tuple[str, ...]
+    #: queries of the body that PostgreSQL must be able to PREPARE (with NEW/OLD as empty rows):
+    #: badged rewrites the conditions in them (shared scans), so they are checked like the conditions
+    probes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def digest(self) -> str:
@@ -196,8 +189,13 @@ class Desired:
     badges: tuple[BadgeRow, ...]
 
 
-def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settings) -> Desired:
-    """Render every badge; *tables* maps each badge's ``str(badge.table)`` to the resolved table."""
+def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settings,
+           routines: Routines = UNKNOWN) -> Desired:
+    """Render every badge; *tables* maps each badge's ``str(badge.table)`` to the resolved table.
+
+    *routines* is what the database says the conditions' functions are (``catalog.read_routines``);
+    without it nothing is known to be an aggregate, so no scan is shared.
+    """
     groups: dict[tuple[str, str, str], tuple[Table, list[Badge]]] = {}
     rows = []
     for badge in badges:
@@ -209,7 +207,7 @@ def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settin
         ))
     functions, triggers = [], []
     for (_schema, _name, kind), (table, members) in groups.items():
-        function = render_function(tuple(members), table, kind, settings)
+        function = render_function(tuple(members), table, kind, settings, routines)
         functions.append(function)
         triggers.append(render_trigger(tuple(members), table, kind, function))
     return Desired(tuple(functions), tuple(triggers), tuple(rows))
@@ -231,29 +229,26 @@ def object_name(settings: Settings, table: Table, kind: str) -> str:
     return f"{settings.prefix}{digest}${kind}"
 
 
-def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings) -> FunctionDef:
+def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings,
+                    routines: Routines = UNKNOWN) -> FunctionDef:
     # Rendering is pure and the daemon re-renders the same badges on every resync:
     # remember recent results (the columns are part of the key: Table compares without them).
-    return _render_function(badges, table, table.columns, kind, settings)
+    return _render_function(badges, table, table.columns, kind, settings, routines)
 
 
 @functools.lru_cache(maxsize=512)
 def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Column, ...], kind: str,
-                     settings: Settings) -> FunctionDef:
-    award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
-    sections: dict[str, list[Badge]] = {}
-    for badge in badges:
-        sections.setdefault(badge.user_field, []).append(badge)
-    body = _FUNCTION_BODY.format(sections=sql.SQL("\n").join(
-        _section(tuple(members), user_field, award, settings, filtered=kind == UPDATE_OF, alone=len(badges) == 1)
-        for user_field, members in sections.items()
-    ))
+                     settings: Settings, routines: Routines) -> FunctionDef:
+    name = object_name(settings, table, kind)
+    event = Event.UPDATE if kind == UPDATE_OF else Event(kind)
+    body, probes = compile_body(badges, BodyContext(settings, table, name, event, kind == UPDATE_OF, routines))
     return FunctionDef(
         schema=settings.schema,
-        name=object_name(settings, table, kind),
+        name=name,
         badges=tuple(badge.code for badge in badges),
-        body=text(body),
-        search_path=("pg_catalog", table.schema, "pg_temp"),
+        body=body,
+        search_path=function_search_path(table),
+        probes=probes,
     )
 
 
@@ -268,7 +263,7 @@ def render_trigger(badges: tuple[Badge, ...], table: Table, kind: str, function:
         read = tuple(sorted({column for badge in badges for column in badge.condition.new_columns}))
         if not any(table.is_generated(column) for column in read):
             columns = read
-        when = _changed(read)
+        when = changed(read)
     return TriggerDef(
         name=function.name,
         table=table,
@@ -278,107 +273,6 @@ def render_trigger(badges: tuple[Badge, ...], table: Table, kind: str, function:
         when=when,
         function=function,
     )
-
-
-def _changed(columns: tuple[str, ...]) -> str:
-    return text(sql.SQL(" OR ").join(
-        sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(column)) for column in columns
-    ))
-
-
-def _codes(codes: list[str] | tuple[str, ...]) -> sql.Composed:
-    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, codes)))
-
-
-def _section(badges: tuple[Badge, ...], user_field: str, award: sql.Composable, settings: Settings, *,
-             filtered: bool, alone: bool) -> sql.Composed:
-    """The part of a function that serves the badges whose user is *user_field* of the changed row."""
-    codes = _codes([badge.code for badge in badges])
-    if len(badges) == 1:  # the common case, and the cheapest lookup: the unique index, both columns equal
-        held = sql.SQL("_badged_held := ARRAY(SELECT badge FROM {award} WHERE badge = {code} "
-                       "AND user_id = _badged_user);").format(award=award, code=sql.Literal(badges[0].code))
-    else:
-        held = sql.SQL("_badged_held := ARRAY(SELECT badge FROM {award} WHERE user_id = _badged_user "
-                       "AND badge = ANY ({codes}));").format(award=award, codes=codes)
-    return _SECTION.format(
-        codes_comment=sql.SQL(", ".join(badge.code for badge in badges)),  # codes: letters, digits, _ and -
-        user_value=sql.SQL("{}.{}").format(sql.SQL(badges[0].event.changed_row), sql.Identifier(user_field)),
-        award=award,
-        held=held,
-        count=sql.Literal(len(badges)),
-        fast=_fast_checks(badges, filtered, alone=alone),
-        careful=sql.SQL("\n").join(_guarded_check(badge, filtered) for badge in badges),
-        channel=sql.Literal(settings.channel),
-    )
-
-
-def _fast_checks(badges: tuple[Badge, ...], filtered: bool, *, alone: bool) -> sql.Composed:
-    """Plain expressions as plpgsql IFs (no query at all); all conditions that run queries in ONE query."""
-    if alone:
-        # The function's only badge: the user does not hold it (or we would not be here), and
-        # for update_of the trigger's WHEN has already seen its columns change. Nothing to re-check.
-        (badge,) = badges
-        return _LONE_CHECK.format(condition=sql.SQL(badge.condition.expression), code=sql.Literal(badge.code))
-    querying = [badge for badge in badges if badge.condition.runs_query]
-    if len(querying) == 1:  # one query either way: the condition's own is the simplest
-        querying = []
-    plain = [badge for badge in badges if badge not in querying]
-    checks = [_CHECK.format(unless=_unless_held(badge, filtered, "_badged_held"),
-                            condition=sql.SQL(badge.condition.expression), code=sql.Literal(badge.code))
-              for badge in plain]
-    if querying:
-        checks.append(_query_checks(querying, filtered))
-    return sql.SQL("\n").join(checks)
-
-
-def _query_checks(badges: list[Badge], filtered: bool) -> sql.Composed:
-    """One query evaluating the conditions of *badges* the user does not hold (``CASE`` skips the others)."""
-    shared: dict[tuple[str, tuple[str, ...]], list[Badge]] = {}
-    for badge in badges:
-        if (key := badge.condition.share_key) is not None:
-            shared.setdefault(key, []).append(badge)
-    shared = {key: members for key, members in shared.items() if len(members) > 1}
-    grouped = {badge.code for members in shared.values() for badge in members}
-    singles = [badge for badge in badges if badge.code not in grouped]
-    # The codes in the order of the results array: single conditions first, then each shared group.
-    order = [badge.code for badge in singles] + [badge.code for members in shared.values() for badge in members]
-    parts: list[sql.Composable] = []
-    if singles:
-        parts.append(sql.SQL("ARRAY[\n{}\n                    ]::boolean[]").format(sql.SQL(",\n").join(
-            _single_result(badge, filtered) for badge in singles)))
-    parts += [_shared_results(query, members) for (query, _scope), members in shared.items()]
-    return _QUERY_CHECKS.format(order=_codes(order), results=sql.SQL(" || ").join(parts))
-
-
-def _unless_held(badge: Badge, filtered: bool, held: str) -> sql.Composed:
-    """When *badge* still has to be checked: the user does not hold it (and, filtered, its columns changed)."""
-    unless = sql.SQL("NOT ({} = ANY ({}))").format(sql.Literal(badge.code), sql.SQL(held))
-    if filtered:  # only when one of the columns it reads changed, as a trigger of its own would
-        unless = sql.SQL("{} AND ({})").format(unless, sql.SQL(_changed(badge.condition.new_columns)))
-    return unless
-
-
-def _single_result(badge: Badge, filtered: bool) -> sql.Composed:
-    # CASE: the condition of a badge the user holds is never evaluated (its subqueries never run).
-    return sql.SQL("                        CASE WHEN {unless} THEN {condition} END").format(
-        unless=_unless_held(badge, filtered, "_badged_held"),
-        condition=sql.SQL(badge.condition.expression))
-
-
-def _shared_results(shared_query: str, badges: list[Badge]) -> sql.Composed:
-    """One query computing every condition of *badges* (unless the user holds them all)."""
-    members = [(badge.condition.target or "", badge.condition.where) for badge in badges]
-    return sql.SQL(
-        "CASE WHEN NOT (_badged_held @> {codes}) THEN ({query})\n"
-        "                    ELSE pg_catalog.array_fill(NULL::boolean, ARRAY[{count}]) END"
-    ).format(codes=_codes([badge.code for badge in badges]), query=sql.SQL(shared_select(shared_query, members)),
-             count=sql.Literal(len(badges)))
-
-
-def _guarded_check(badge: Badge, filtered: bool) -> sql.Composed:
-    code = sql.Literal(badge.code)
-    return _GUARDED_CHECK.format(unless=_unless_held(badge, filtered, "_badged_held"),
-                                 condition=sql.SQL(badge.condition.expression), code=code)
 
 
 def render_condition_check(badge: Badge, table: Table) -> sql.Composed:
@@ -400,87 +294,6 @@ def _dollar_tag(body: str) -> str:
         n += 1
         tag = f"$badged{n}$"
     return tag
-
-
-_FUNCTION_BODY = sql.SQL("""
-#variable_conflict use_column
-DECLARE
-    _badged_user text;
-    _badged_held text[];
-    _badged_earned text[];
-    _badged_award bigint;
-    _badged_code text;
-BEGIN
-{sections}
-    RETURN NULL;
-END
-""")
-
-_SECTION = sql.SQL("""
-    -- badges {codes_comment}
-    _badged_user := ({user_value})::text;
-    IF _badged_user IS NOT NULL THEN
-        -- Cheap path first: which of these badges the user already holds, in one index lookup.
-        {held}
-        IF cardinality(_badged_held) < {count} THEN
-            _badged_earned := '{{}}';
-            -- A failing condition must not fail the application's write. The guard only
-            -- reads, so it never assigns a subtransaction id; on a failure, each condition
-            -- is evaluated again in a guard of its own, so that only that badge is skipped.
-            BEGIN
-{fast}
-            EXCEPTION WHEN OTHERS THEN
-                _badged_earned := '{{}}';
-{careful}
-            END;
-            IF cardinality(_badged_earned) > 0 THEN
-                FOR _badged_award, _badged_code IN
-                    INSERT INTO {award} (badge, user_id) SELECT unnest(_badged_earned), _badged_user
-                    ON CONFLICT (badge, user_id) DO NOTHING
-                    RETURNING id, badge
-                LOOP
-                    -- The doorbell only: listeners read the award table. Small by construction
-                    -- (NOTIFY payloads must stay under 8000 bytes).
-                    PERFORM pg_notify({channel}, json_build_object(
-                        'award_id', _badged_award,
-                        'badge', _badged_code,
-                        'user_id', CASE WHEN octet_length(_badged_user) <= 1024 THEN _badged_user END
-                    )::text);
-                END LOOP;
-            END IF;
-        END IF;
-    END IF;""")
-
-_CHECK = sql.SQL("""                IF {unless} THEN
-                    IF {condition} THEN
-                        _badged_earned := _badged_earned || {code}::text;
-                    END IF;
-                END IF;""")
-
-_LONE_CHECK = sql.SQL("""                IF {condition} THEN
-                    _badged_earned := ARRAY[{code}::text];
-                END IF;""")
-
-# Every condition that runs a query, in one query: a query per written row is what a
-# trigger costs most. CASE leaves the conditions of held badges unevaluated (their
-# subqueries never run); aggregate tails over the same rows share one subquery.
-_QUERY_CHECKS = sql.SQL("""                _badged_earned := _badged_earned || ARRAY(
-                    SELECT _badged_r._badged_c
-                    FROM unnest({order},
-                    {results}
-                    ) AS _badged_r (_badged_c, _badged_ok)
-                    WHERE _badged_r._badged_ok AND NOT (_badged_r._badged_c = ANY (_badged_held)));""")
-
-_GUARDED_CHECK = sql.SQL("""                IF {unless} THEN
-                    BEGIN
-                        IF {condition} THEN
-                            _badged_earned := _badged_earned || {code}::text;
-                        END IF;
-                    EXCEPTION WHEN OTHERS THEN
-                        RAISE WARNING 'badged: condition of badge % failed on %.%: % (SQLSTATE %)',
-                            {code}, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
-                    END;
-                END IF;""")
 
 
 def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
@@ -528,6 +341,26 @@ def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
                 schema, sql.Identifier(GROUP_TABLE),
                 sql.Literal("positions of durable listener groups: every award visible in snapshot has been "
                             "delivered, plus those visible in upto up to (after_txid, after_id)"),
+            ),
+        ],
+        RECHECK_TABLE: [
+            sql.SQL(
+                "CREATE TABLE {recheck} (\n"
+                "    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+                "    trigger_table text NOT NULL,\n"
+                "    event text NOT NULL,\n"
+                "    user_id text NOT NULL,\n"
+                "    badges text[] NOT NULL,\n"
+                "    new_row text,\n"
+                "    old_row text,\n"
+                "    created_at timestamptz NOT NULL DEFAULT now(),\n"
+                "    attempts integer NOT NULL DEFAULT 0\n"
+                ")"
+            ).format(recheck=sql.SQL("{}.{}").format(schema, sql.Identifier(RECHECK_TABLE))),
+            sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
+                schema, sql.Identifier(RECHECK_TABLE),
+                sql.Literal("badge checks a trigger could not decide alone (another transaction was checking the "
+                            "same user, or an older snapshot); badged run finishes them"),
             ),
         ],
         BADGE_TABLE: [

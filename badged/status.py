@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from badged.awarding import AWARD_TABLE
 from badged.plan import Plan, Step
-from badged.render import AWARD_TABLE
 from badged.settings import Settings
 from badged.spec import Badge
 

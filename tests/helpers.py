@@ -9,6 +9,7 @@ import psycopg
 
 from badged.db import connect
 from badged.reconcile import Outcome, reconcile
+from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import Badge, parse_badges
 
@@ -18,6 +19,15 @@ SEED_OBJECTS = {
     "collector": "badged_public$dummy_sketch$insert",
     "star": "badged_public$dummy_sketch$update_of",
 }
+
+
+#: What pg_proc says of the functions the pure tests' conditions call (the database's answer, see routines).
+ROUTINES = Routines(frozenset(
+    [("pg_catalog", name, RoutineKind.AGGREGATE) for name in
+     ("count", "sum", "min", "max", "avg", "percentile_disc", "mode", "bool_or", "every", "string_agg")]
+    + [("pg_catalog", name, RoutineKind.FUNCTION) for name in ("age", "length", "now", "lower", "abs")]
+    + [("pg_catalog", "row_number", RoutineKind.WINDOW)]
+))
 
 
 def badges_from(items: list[dict[str, Any]], settings: Settings | None = None) -> tuple[Badge, ...]:

@@ -20,7 +20,7 @@ from badged.catalog import ActualFunction, Catalog, Column, Table
 from badged.plan import Action, diff
 from badged.render import object_name, render
 from badged.settings import Settings
-from tests.helpers import apply, awards, badge, badges_from
+from tests.helpers import ROUTINES, apply, awards, badge, badges_from
 
 Row = tuple[int, int, str]  # (user_id, hit_views, title)
 Model = Callable[[list[Row], Row], bool]
@@ -92,7 +92,7 @@ TABLES = {"dummy_sketch": SKETCH}
 def installed(items: list[dict[str, str]]) -> Catalog:
     from tests.test_plan import installed as as_installed
 
-    return as_installed(render(badges_from(items), TABLES, SETTINGS))
+    return as_installed(render(badges_from(items), TABLES, SETTINGS, ROUTINES))
 
 
 def test_a_new_badge_on_a_busy_table_replaces_its_function_for_that_badge_only() -> None:
@@ -106,7 +106,7 @@ def test_a_new_badge_on_a_busy_table_replaces_its_function_for_that_badge_only()
 
 def test_a_badge_removed_from_a_shared_function_is_named() -> None:
     before = [badge("a", "true"), badge("b", "hit_views > 1")]
-    plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS), installed(before), SETTINGS)
+    plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.reason, s.badges) for s in plan.steps] == [
         (Action.REPLACE, "function", "badge removed from badge.json: b", ("b",)),
         (Action.DROP, "badge", "badge removed from badge.json (its awards stay)", ("b",)),
@@ -134,7 +134,7 @@ def test_object_names_fit_postgresql_and_tell_the_table(table: str) -> None:
 
 def test_dropping_a_tables_last_badge_of_a_kind_names_it_on_every_step() -> None:
     before = [badge("a", "true"), badge("gone", "hit_views > 1", event="update")]
-    plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS), installed(before), SETTINGS)
+    plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.badges) for s in plan.steps] == [
         (Action.DROP, "trigger", ("gone",)), (Action.DROP, "function", ("gone",)), (Action.DROP, "badge", ("gone",)),
     ]

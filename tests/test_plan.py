@@ -24,7 +24,7 @@ from badged.render import Desired, FunctionDef, TriggerDef, render
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES
-from tests.helpers import badge, badges_from
+from tests.helpers import ROUTINES, badge, badges_from
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = Settings()
@@ -50,7 +50,7 @@ def installed(desired: Desired) -> Catalog:
     """The catalog as it reads right after ``desired`` was applied."""
     return Catalog(
         schema_exists=True,
-        tables=frozenset({"award", "badge", "consumer_group"}),
+        tables=frozenset({"award", "badge", "consumer_group", "recheck"}),
         functions=tuple(as_actual_function(f) for f in desired.functions),
         triggers=tuple(as_actual_trigger(t) for t in desired.triggers),
         foreign_triggers=(),
@@ -73,7 +73,7 @@ def as_actual_trigger(t: TriggerDef) -> ActualTrigger:
 
 def test_seed_renders_to_the_stored_plan() -> None:
     """The exact SQL badged runs for the seed; regenerate with BADGED_UPDATE_GOLDEN=1 after a deliberate change."""
-    text = plan_text(diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS), badges=3) + "\n"
+    text = plan_text(diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS), badges=3) + "\n"
     golden = GOLDEN / "seed_plan.txt"
     if os.environ.get("BADGED_UPDATE_GOLDEN"):
         golden.parent.mkdir(exist_ok=True)
@@ -82,22 +82,22 @@ def test_seed_renders_to_the_stored_plan() -> None:
 
 
 def test_a_first_plan_creates_in_dependency_order() -> None:
-    plan = diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS)
+    plan = diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS)
     kinds = [step.kind for step in plan.steps]
-    assert kinds == ["schema", "table", "table", "table"] + ["function"] * 3 + ["trigger"] * 3 + ["badge"] * 3
+    assert kinds == ["schema", "table", "table", "table", "table"] + ["function"] * 3 + ["trigger"] * 3 + ["badge"] * 3
     assert all(step.action is Action.CREATE for step in plan.steps)
-    assert plan.summary == "13 to create, 0 to replace, 0 to drop"
+    assert plan.summary == "14 to create, 0 to replace, 0 to drop"
 
 
 def test_what_was_applied_diffs_to_nothing() -> None:
-    desired = render(seed(), TABLES, SETTINGS)
+    desired = render(seed(), TABLES, SETTINGS, ROUTINES)
     assert diff(desired, installed(desired), SETTINGS).in_sync
 
 
 def test_update_badges_over_row_columns_get_update_of_and_when() -> None:
-    triggers = {t.badges[0]: t for t in render(seed(), TABLES, SETTINGS).triggers}
+    triggers = {t.badges[0]: t for t in render(seed(), TABLES, SETTINGS, ROUTINES).triggers}
     assert triggers["star"].columns == ("hit_views",)
-    assert triggers["star"].when == 'OLD."hit_views" IS DISTINCT FROM NEW."hit_views"'
+    assert triggers["star"].when == 'pg_catalog.record_image_ne(ROW(OLD."hit_views"), ROW(NEW."hit_views"))'
     assert triggers["pionner"].columns == () and triggers["pionner"].when is None, "age() reads the clock"
     assert triggers["collector"].columns == () and triggers["collector"].when is None
 
@@ -105,7 +105,7 @@ def test_update_badges_over_row_columns_get_update_of_and_when() -> None:
 def test_generated_columns_stay_out_of_update_of_but_in_when() -> None:
     (trigger,) = render(badges_from([badge("scored", "score > 5", event="update")]), TABLES, SETTINGS).triggers
     assert trigger.columns == ()
-    assert trigger.when == 'OLD."score" IS DISTINCT FROM NEW."score"'
+    assert trigger.when == 'pg_catalog.record_image_ne(ROW(OLD."score"), ROW(NEW."score"))'
 
 
 def test_identifiers_are_quoted_and_values_are_literals() -> None:
@@ -132,7 +132,7 @@ def test_a_body_containing_the_dollar_tag_gets_another_tag() -> None:
     (dict(language="sql", returns="integer"), "drifted: redefined by hand as a sql function returning integer"),
 ])
 def test_function_drift_reasons(change: dict[str, object], reason: str) -> None:
-    desired = render(seed(), TABLES, SETTINGS)
+    desired = render(seed(), TABLES, SETTINGS, ROUTINES)
     catalog = installed(desired)
     star = next(f for f in catalog.functions if f.name == "badged_public$dummy_sketch$update_of")
     functions = tuple(dataclasses.replace(star, **change) if f is star else f for f in catalog.functions)  # type: ignore[arg-type]
@@ -150,7 +150,7 @@ def test_function_drift_reasons(change: dict[str, object], reason: str) -> None:
     (dict(comment="managed by badged: badges=star sha256=0"), "rendered differently by this version of badged"),
 ])
 def test_trigger_drift_reasons(change: dict[str, object], reason: str) -> None:
-    desired = render(seed(), TABLES, SETTINGS)
+    desired = render(seed(), TABLES, SETTINGS, ROUTINES)
     catalog = installed(desired)
     star = next(t for t in catalog.triggers if t.name == "badged_public$dummy_sketch$update_of")
     triggers = tuple(dataclasses.replace(star, **change) if t is star else t for t in catalog.triggers)  # type: ignore[arg-type]
@@ -161,8 +161,8 @@ def test_trigger_drift_reasons(change: dict[str, object], reason: str) -> None:
 
 
 def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:
-    before = render(seed(), TABLES, SETTINGS)
-    after = render(badges_from(SEED_BADGES[:2]), TABLES, SETTINGS)
+    before = render(seed(), TABLES, SETTINGS, ROUTINES)
+    after = render(badges_from(SEED_BADGES[:2]), TABLES, SETTINGS, ROUTINES)
     plan = diff(after, installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name) for s in plan.steps] == [
         (Action.DROP, "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch"),
@@ -172,10 +172,10 @@ def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:
 
 
 def test_a_changed_condition_replaces_only_that_badge() -> None:
-    before = render(seed(), TABLES, SETTINGS)
+    before = render(seed(), TABLES, SETTINGS, ROUTINES)
     edited = [dict(b, condition="count(id) >= 10 from dummy_sketch where user_id = NEW.user_id")
               if b["code"] == "collector" else b for b in SEED_BADGES]
-    plan = diff(render(badges_from(edited), TABLES, SETTINGS), installed(before), SETTINGS)
+    plan = diff(render(badges_from(edited), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name, s.reason) for s in plan.steps] == [
         (Action.REPLACE, "function", "badged.badged_public$dummy_sketch$insert",
          "badge changed in badge.json: collector"),
@@ -186,8 +186,8 @@ def test_a_changed_condition_replaces_only_that_badge() -> None:
 def test_plan_json_lists_every_change_with_its_sql() -> None:
     import json
 
-    data = json.loads(plan_json(diff(render(seed(), TABLES, SETTINGS), EMPTY, SETTINGS), badges=3))
+    data = json.loads(plan_json(diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS), badges=3))
     assert data["in_sync"] is False
-    assert data["summary"] == {"create": 13, "replace": 0, "drop": 0}
+    assert data["summary"] == {"create": 14, "replace": 0, "drop": 0}
     assert {"action", "kind", "name", "badges", "reason", "sql"} <= set(data["changes"][0])
     assert any("CREATE TRIGGER" in s for change in data["changes"] for s in change["sql"])

@@ -10,7 +10,11 @@ import pytest
 
 from badged.condition import ConditionError, Event, parse_condition
 from badged.errors import SpecError
+from badged.routines import RoutineKind, Routines
 from badged.spec import load_badges, parse_badges
+from tests.helpers import ROUTINES
+
+SEARCH_PATH = ("pg_catalog", "public", "pg_temp")
 
 SEED_DIR = Path(__file__).resolve().parent.parent / "badged" / "demo_data"
 BASE = {"name": "Collector", "code": "collector", "condition": "true", "trigger_condition": "insert",
@@ -128,6 +132,51 @@ def test_only_row_conditions_without_clock_or_queries_can_skip_unrelated_updates
     ("true from dummy_sketch where user_id = NEW.user_id", None),  # not an aggregate: rows, not one value
     ("count(*) > 1 from t where user_id = NEW.user_id group by x", None),
     ("sum(v) over () > 1 from t where user_id = NEW.user_id", None),
+    # which names are aggregates is the database's answer (pg_proc.prokind), not a list's
+    ("percentile_disc(0.5) within group (order by v) >= 100 from t where user_id = NEW.user_id",
+     ("SELECT FROM t", ("user_id = new.user_id",))),
+    ("count(*) >= 1 and mode() within group (order by k) = 'x' from t where user_id = NEW.user_id and k = 'x'",
+     ("SELECT FROM t", ("user_id = new.user_id",))),
+    ("my_agg(v) > 1 from t where user_id = NEW.user_id", None),  # unknown to the database: don't guess
+    ("lower(max(k)) = 'x' from t where user_id = NEW.user_id", ("SELECT FROM t", ("user_id = new.user_id",))),
+    ("lower(k) = 'x' from t where user_id = NEW.user_id", None),  # a plain function: rows, not one value
+    ("row_number() > 1 from t where user_id = NEW.user_id", None),  # a window function
 ])
 def test_which_conditions_may_share_one_scan(written: str, key: Any) -> None:
-    assert parse_condition(written, Event.INSERT).share_key == key
+    assert parse_condition(written, Event.INSERT).share_key(ROUTINES, SEARCH_PATH) == key
+
+
+def test_a_name_that_is_an_aggregate_in_one_schema_and_a_function_in_another_is_not_shared() -> None:
+    ambiguous = Routines(ROUTINES.found | {("public", "count", RoutineKind.FUNCTION)})
+    condition = parse_condition("count(*) >= 1 from t where user_id = NEW.user_id", Event.INSERT)
+    assert condition.share_key(ambiguous, SEARCH_PATH) is None
+    assert condition.share_key(ambiguous, ("pg_catalog", "other", "pg_temp")) is not None
+
+
+@pytest.mark.parametrize("written, event, table, columns", [
+    ("count(id) >= 5 from dummy_sketch where user_id = NEW.user_id", Event.INSERT, (None, "dummy_sketch"),
+     {"user_id"}),
+    ("count(*) >= 5 from public.dummy_sketch s where s.user_id = NEW.user_id and NEW.kind = kind", Event.INSERT,
+     ("public", "dummy_sketch"), {"user_id", "kind"}),
+    ("count(*) >= 5 from dummy_sketch where OLD.user_id = user_id", Event.DELETE, (None, "dummy_sketch"), {"user_id"}),
+    ("count(*) >= 5 from dummy_sketch where owner_id = NEW.user_id", Event.INSERT, (None, "dummy_sketch"), set()),
+    ("count(*) >= 5 from dummy_sketch where user_id = NEW.user_id or true", Event.INSERT, (None, "dummy_sketch"),
+     set()),
+    ("count(*) >= 5 from a join b on a.id = b.id where a.user_id = NEW.user_id", Event.INSERT, None, set()),
+])
+def test_the_rows_a_query_tail_reads_are_known_when_its_where_fixes_a_column_to_the_rows(
+        written: str, event: Event, table: Any, columns: set[str]) -> None:
+    condition = parse_condition(written, event)
+    assert (condition.from_table, condition.scope_columns) == (table, frozenset(columns))
+
+
+@pytest.mark.parametrize("written, row_local", [
+    ("hit_views > 1000", True),
+    ("NEW.views > OLD.views + 5", True),
+    ("case when kind = 'x' then views > 10 else views > 100 end", True),
+    ("age(NEW.date_joined) > interval '1 year'", False),  # a function call: the database says what it reads
+    ("exists (select 1 from auth_user where id = NEW.user_id)", False),
+    ("count(*) > 1 from dummy_sketch where user_id = NEW.user_id", False),
+])
+def test_conditions_that_read_only_the_changed_row(written: str, row_local: bool) -> None:
+    assert parse_condition(written, Event.UPDATE).row_local is row_local
