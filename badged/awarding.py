@@ -55,3 +55,20 @@ def held_statement(settings: Settings) -> sql.Composed:
     """Which of the badges ``%(badges)s`` the user ``%(user)s`` holds."""
     return sql.SQL("SELECT badge FROM {} WHERE user_id = %(user)s AND badge = ANY (%(badges)s::text[])").format(
         award_table(settings))
+
+
+def award_users_statement(settings: Settings) -> sql.Composed:
+    """Award the badge ``%(badge)s`` to the users ``%(users)s`` (text[]); returns how many were new.
+
+    The caller holds the users' keys (``locks.lock_users_statement``).
+    """
+    return sql.SQL("""
+        WITH awarded AS (
+            INSERT INTO {award} (badge, user_id)
+            SELECT %(badge)s::text, pg_catalog.unnest(%(users)s::text[])
+            ON CONFLICT (badge, user_id) DO NOTHING
+            RETURNING id, badge, user_id
+        )
+        SELECT pg_catalog.count({notify}) FROM awarded
+    """).format(award=award_table(settings),
+                notify=notify_payload(sql.SQL("id"), sql.SQL("badge"), sql.SQL("user_id"), settings))

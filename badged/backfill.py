@@ -3,8 +3,9 @@
 A trigger only sees future writes. Backfill evaluates each badge's condition over
 the rows its table holds *now*, treating each row as the changed row (``NEW``; for
 update badges ``OLD`` is the same row), and awards exactly as a trigger would:
-``ON CONFLICT DO NOTHING``, one NOTIFY per new award, users who already hold the
-badge skipped first.
+under the users' keys (``locks``: a trigger never waits on backfill's uncommitted
+awards; backfill may wait a moment for a trigger's transaction), ``ON CONFLICT DO
+NOTHING``, one NOTIFY per new award, users who already hold the badge skipped first.
 
 Batches of row ids (ctids, read by a separate read-only transaction) are evaluated
 set-wise, one transaction per batch, so an interrupted backfill keeps what it
@@ -29,9 +30,10 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE
+from badged.awarding import AWARD_TABLE, award_users_statement
 from badged.catalog import Table
 from badged.condition import Event
+from badged.locks import lock_users_statement
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -51,34 +53,22 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def backfill_sql(badge: Badge, table: Table, settings: Settings, *, rows: str = "ctid = ANY(%(ctids)s::tid[])"
-                 ) -> sql.Composed:
-    """One statement: evaluate the condition for the given rows and award, notifying each new award."""
+def candidates_sql(badge: Badge, table: Table, settings: Settings, *,
+                   rows: str = "ctid = ANY(%(ctids)s::tid[])") -> sql.Composed:
+    """The users of the given rows who do not hold *badge* and whose rows meet its condition now."""
     award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
     old = sql.SQL(', LATERAL (SELECT "new".*) AS "old"') if badge.event is Event.UPDATE else sql.SQL("")
     return sql.SQL("""
-        WITH candidates AS (
-            SELECT DISTINCT ("new".{user_field})::text AS user_id
-            FROM {table} AS "new"{old}
-            WHERE {rows}
-              AND "new".{user_field} IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM {award} a
-                              WHERE a.badge = {code} AND a.user_id = ("new".{user_field})::text)
-              AND ({condition})
-        ), awarded AS (
-            INSERT INTO {award} (badge, user_id)
-            SELECT {code}, user_id FROM candidates
-            ON CONFLICT (badge, user_id) DO NOTHING
-            RETURNING id, user_id
-        )
-        SELECT count(pg_catalog.pg_notify({channel}, pg_catalog.json_build_object(
-            'award_id', id, 'badge', {code},
-            'user_id', CASE WHEN octet_length(user_id) <= 1024 THEN user_id END)::text))
-        FROM awarded
+        SELECT DISTINCT ("new".{user_field})::text
+        FROM {table} AS "new"{old}
+        WHERE {rows}
+          AND "new".{user_field} IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM {award} a
+                          WHERE a.badge = {code} AND a.user_id = ("new".{user_field})::text)
+          AND ({condition})
     """).format(
         user_field=sql.Identifier(badge.user_field), table=table.qualified, old=old, rows=sql.SQL(rows),
         award=award, code=sql.Literal(badge.code), condition=sql.SQL(badge.condition.expression),
-        channel=sql.Literal(settings.channel),
     )
 
 
@@ -86,8 +76,8 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
                  settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
                  on_progress: ProgressCallback | None = None) -> Progress:
     """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
-    statement = backfill_sql(badge, table, settings)
-    one_row = backfill_sql(badge, table, settings, rows="ctid = %(ctid)s::tid")
+    statement = candidates_sql(badge, table, settings)
+    one_row = candidates_sql(badge, table, settings, rows="ctid = %(ctid)s::tid")
     search_path = sql.SQL(", ").join(map(sql.Identifier, ("pg_catalog", table.schema, "pg_temp")))
     with dsn_connect() as reader, dsn_connect() as writer:
         reader.autocommit = False
@@ -100,11 +90,9 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
             rows.itersize = batch_size
             rows.execute(sql.SQL("SELECT ctid::text FROM {}").format(table.qualified))
             while batch := [row[0] for row in rows.fetchmany(batch_size)]:
-                awarded, failed = _award_batch(writer, statement, one_row, batch, path)
-                if dry_run:
-                    writer.rollback()
-                else:
-                    writer.commit()
+                users, failed = _qualifying_users(writer, statement, one_row, batch, path)
+                awarded = len(users) if dry_run else _award(writer, badge, users, settings)
+                writer.commit()
                 progress.rows += len(batch)
                 progress.awarded += awarded
                 progress.failed_rows += failed
@@ -116,26 +104,34 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
     return progress
 
 
-def _award_batch(writer: psycopg.Connection[Any], statement: sql.Composed, one_row: sql.Composed,
-                 ctids: list[str], search_path: str) -> tuple[int, int]:
-    """Award for a batch of rows; on a failing condition, row by row. Returns (awarded, failed rows)."""
+def _qualifying_users(writer: psycopg.Connection[Any], statement: sql.Composed, one_row: sql.Composed,
+                      ctids: list[str], search_path: str) -> tuple[list[str], int]:
+    """The users a batch of rows earns the badge for; on a failing condition, row by row. (users, failed rows)"""
     writer.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (search_path,))
     try:
         with writer.transaction():
-            row = writer.execute(statement, {"ctids": ctids}).fetchone()
-            return (int(row[0]) if row else 0), 0
+            return [row[0] for row in writer.execute(statement, {"ctids": ctids})], 0
     except psycopg.OperationalError:
         raise
     except psycopg.DatabaseError:
         pass  # the condition fails on some row of the batch: find it, row by row
-    awarded = failed = 0
+    users: set[str] = set()
+    failed = 0
     for ctid in ctids:
         try:
             with writer.transaction():
-                row = writer.execute(one_row, {"ctid": ctid}).fetchone()
-                awarded += int(row[0]) if row else 0
+                users.update(row[0] for row in writer.execute(one_row, {"ctid": ctid}))
         except psycopg.OperationalError:
             raise
         except psycopg.DatabaseError:
             failed += 1
-    return awarded, failed
+    return sorted(users), failed
+
+
+def _award(writer: psycopg.Connection[Any], badge: Badge, users: list[str], settings: Settings) -> int:
+    """Award *badge* to *users* under their keys (see ``locks``): applications never wait on these inserts."""
+    if not users:
+        return 0
+    writer.execute(lock_users_statement(settings), {"users": users})
+    row = writer.execute(award_users_statement(settings), {"badge": badge.code, "users": users}).fetchone()
+    return int(row[0]) if row else 0

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--resync", type=_seconds, default=_seconds(_env("BADGED_RESYNC", "60")),
                         metavar="SECONDS", help="reconcile this often even without a change, repairing drift "
                                                 "(env BADGED_RESYNC; default 60)")
+    source.add_argument("--recheck-interval", type=_seconds,
+                        default=_seconds(_env("BADGED_RECHECK_INTERVAL", "1")), metavar="SECONDS",
+                        help="finish the badge checks triggers deferred (a concurrent check of the same user) this "
+                             "often (env BADGED_RECHECK_INTERVAL; default 1)")
     source.add_argument("--http", default=os.environ.get("BADGED_HTTP", ":8080"), metavar="ADDR",
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
                            "default webhook)")
     run.set_defaults(handler=_run)
+
+    recheck = commands.add_parser("recheck", parents=[spec, database, logs],
+                                  help="finish the badge checks triggers deferred (badged run does it every second)")
+    recheck.set_defaults(handler=_recheck)
 
     status = commands.add_parser("status", parents=[spec, database, logs],
                                  help="per badge: in sync, drifted, missing or pending; awards so far")
@@ -264,20 +272,46 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--webhook needs --webhook-secret-file (the HMAC key receivers verify with)")
         webhook = WebhookOptions(args.webhook, read_secret(args.webhook_secret_file), args.webhook_group)
     options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
-                            allow_empty=args.allow_empty, http=args.http or None, webhook=webhook)
+                            allow_empty=args.allow_empty, http=args.http or None, webhook=webhook,
+                            recheck_seconds=args.recheck_interval)
     return run_daemon(source, options)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from badged.status import badge_statuses, read_award_stats, status_json, status_text
+    from badged.status import badge_statuses, read_award_stats, read_rechecks, status_json, status_text
 
     settings = _settings(args)
     badges = _badges(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
-        outcome = reconcile(conn, badges, settings, apply=False)
+        outcome = reconcile(conn, badges, settings, apply=False, verify=False)
         statuses = badge_statuses(badges, outcome.plan, read_award_stats(conn, settings))
-    print(status_json(statuses, outcome.plan) if args.output == "json" else status_text(statuses, outcome.plan))
+        rechecks = read_rechecks(conn, settings)
+    print(status_json(statuses, outcome.plan, rechecks) if args.output == "json"
+          else status_text(statuses, outcome.plan, rechecks))
     return EXIT_OK if outcome.plan.in_sync else EXIT_CHANGES
+
+
+def _recheck(args: argparse.Namespace) -> int:
+    from badged.recheck import Result, drain
+
+    settings = _settings(args)
+    badges = _badges(args, settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        if not _table_exists(conn, f"{settings.schema}.recheck"):
+            raise ConfigError("badged's recheck table does not exist yet: run `badged reconcile --once` first")
+        drained = drain(conn, badges, settings)
+    counts = drained.counts
+    left = (f"{drained.left} left: a transaction is still checking the same user; run again, or let badged run "
+            "finish them" if drained.left else "none left")
+    print(f"rechecked {drained.done}: {counts[Result.AWARDED]} awarded ({drained.awards} awards), "
+          f"{counts[Result.NOT_EARNED]} not earned, {counts[Result.DROPPED]} dropped (badge gone), "
+          f"{counts[Result.FAILED]} failed; {left}")
+    return EXIT_OK
+
+
+def _table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -295,8 +329,7 @@ def _backfill(args: argparse.Namespace) -> int:
     dsn = resolve_dsn(args.dsn)
     with connect(dsn, settings) as conn:
         tables = check_against_database(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)))
-        exists = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{settings.schema}.award",)).fetchone()
-        if not exists or not exists[0]:
+        if not _table_exists(conn, f"{settings.schema}.award"):
             raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
     show = _progress_printer() if sys.stderr.isatty() else None
     for badge in selected:

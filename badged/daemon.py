@@ -11,7 +11,9 @@ A level-based control loop, in the manner of a Kubernetes controller:
   good state stays applied, makes /readyz fail, and waits for the next change or
   resync;
 * SIGTERM/SIGINT end it within 2 s: a reconcile in flight gets a moment to commit,
-  then is cancelled (its transaction rolls back), and the process exits 0.
+  then is cancelled (its transaction rolls back), and the process exits 0;
+* after the first success, a thread finishes every second the badge checks that
+  triggers deferred rather than wait on another transaction (``recheck``).
 
 Reconciles run in a worker thread with one persistent connection; the event loop
 only waits. Several replicas are safe: the advisory lock in ``reconcile`` makes one
@@ -37,6 +39,7 @@ from badged.db import connect, describe
 from badged.errors import BadgedError, ConnectionFailed, PermanentError, SourceError, SpecError, TemporaryError
 from badged.health import Health, HealthServer
 from badged.metrics import Metrics
+from badged.recheck import Drained, RecheckWorker
 from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.sources import Source
@@ -57,6 +60,8 @@ class DaemonOptions:
     allow_empty: bool = False
     http: str | None = ":8080"
     webhook: WebhookOptions | None = None
+    #: how often to finish the badge checks triggers deferred (see ``recheck``)
+    recheck_seconds: float = 1.0
 
 
 class Daemon:
@@ -74,6 +79,7 @@ class Daemon:
         self._last_ok = False
         self._conn: psycopg.Connection[Any] | None = None
         self._forwarder: WebhookForwarder | None = None
+        self._recheck: RecheckWorker | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -99,6 +105,8 @@ class Daemon:
             await asyncio.gather(watcher, return_exceptions=True)
             if self._forwarder:
                 self._forwarder.stop(timeout=0.5)
+            if self._recheck:
+                self._recheck.stop(timeout=0.5)
             if server:
                 server.stop()
             self._close()
@@ -168,6 +176,7 @@ class Daemon:
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
         self._succeeded(outcome, reason)
+        self._recheck_with(badges)
 
     def _failed(self, event: str, exc: BadgedError, *, metric_reason: str | None = None, **extra: Any) -> None:
         self._last_ok = False
@@ -197,6 +206,22 @@ class Daemon:
             self._forwarder.start()
         if reason != "resync" or outcome.applied:
             log.debug("daemon.pass", reason=reason, applied=outcome.applied)
+
+    def _recheck_with(self, badges: tuple[Badge, ...]) -> None:
+        """Finish deferred checks with the badges just reconciled (started after the first success)."""
+        if self._recheck is None:
+            options = self.options
+            self._recheck = RecheckWorker(lambda: connect(options.dsn, options.settings), options.settings,
+                                          options.recheck_seconds, on_drained=self._record_recheck)
+            self._recheck.start()
+        self._recheck.use(badges)
+
+    def _record_recheck(self, drained: Drained) -> None:
+        for result, count in drained.counts.items():
+            if count:
+                self.metrics.rechecks.labels(result.value).inc(count)
+        self.metrics.rechecks_pending.set(drained.left)
+        self.metrics.recheck_oldest.set(drained.oldest or 0.0)
 
     async def _reconcile(self, badges: tuple[Badge, ...]) -> Outcome:
         work = asyncio.ensure_future(asyncio.to_thread(self._reconcile_blocking, badges))

@@ -96,5 +96,18 @@ def user_lock(user: sql.Composable, settings: Settings) -> sql.Composed:
         sql.Literal(lock_class(settings)), user_stripe(user))
 
 
+def lock_users_statement(settings: Settings) -> sql.Composed:
+    """Take the keys of the users ``%(users)s`` (text[]), waiting, in key order: for backfill, never a trigger.
+
+    Waiting is safe here: applications only ever *try* keys, so they never wait on this
+    transaction, and badged's own waiters take keys in the same order.
+    """
+    return sql.SQL(
+        "SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock({cls}, stripe))"
+        " FROM (SELECT DISTINCT {stripe} AS stripe FROM pg_catalog.unnest(%(users)s::text[]) AS u (id)"
+        " ORDER BY 1) AS keys"
+    ).format(cls=sql.Literal(lock_class(settings)), stripe=user_stripe(sql.SQL("u.id")))
+
+
 def _int4(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)

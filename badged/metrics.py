@@ -34,5 +34,13 @@ class Metrics:
             registry=r)
         self.event_lag = Gauge(
             "badged_event_lag_seconds", "Age of the last delivered event when it was delivered", registry=r)
+        self.rechecks = Counter(
+            "badged_rechecks", "Deferred badge checks finished by the recheck drain, by result "
+            "(busy ones are retried)", ["result"], registry=r)
+        self.rechecks_pending = Gauge(
+            "badged_rechecks_pending", "Deferred badge checks waiting in the recheck table (counted up to 10,000)",
+            registry=r)
+        self.recheck_oldest = Gauge(
+            "badged_recheck_oldest_seconds", "Age of the oldest deferred badge check (0 when none)", registry=r)
         self.ready = Gauge("badged_ready", "1 when the last reconcile succeeded and the source was readable",
                            registry=r)

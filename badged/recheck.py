@@ -68,6 +68,8 @@ class Drained:
     counts: dict[Result, int] = field(default_factory=lambda: dict.fromkeys(Result, 0))
     awards: int = 0
     left: int = 0
+    #: age in seconds of the oldest entry left, if any
+    oldest: float | None = None
 
     @property
     def done(self) -> int:
@@ -77,7 +79,7 @@ class Drained:
         for result, count in other.counts.items():
             self.counts[result] += count
         self.awards += other.awards
-        self.left = other.left
+        self.left, self.oldest = other.left, other.oldest
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def drain(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Se
             for entry in entries:
                 total.counts[_finish(conn, entry, context, settings, total)] += 1
             after = entries[-1].id
-    total.left = _count_left(conn, settings)
+    total.left, total.oldest = pending(conn, settings)
     return total
 
 
@@ -119,7 +121,7 @@ def pending(conn: psycopg.Connection[Any], settings: Settings) -> tuple[int, flo
     """How many entries wait (counted up to 10,000) and the age in seconds of the oldest, if any."""
     row = conn.execute(sql.SQL(
         "SELECT (SELECT pg_catalog.count(*) FROM (SELECT FROM {t} LIMIT 10000) s),"
-        " (SELECT pg_catalog.extract(epoch FROM pg_catalog.now() - created_at) FROM {t} ORDER BY id LIMIT 1)"
+        " (SELECT pg_catalog.date_part('epoch', pg_catalog.now() - created_at) FROM {t} ORDER BY id LIMIT 1)"
     ).format(t=_table(settings))).fetchone()
     return (int(row[0]), float(row[1]) if row[1] is not None else None) if row else (0, None)
 
@@ -135,10 +137,6 @@ def _fetch(conn: psycopg.Connection[Any], settings: Settings, after: int, limit:
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED").format(_table(settings)), (after, limit))
         return [_Entry(r["id"], r["trigger_table"], r["event"], r["user_id"], tuple(r["badges"]), r["new_row"],
                        r["old_row"]) for r in cur.fetchall()]
-
-
-def _count_left(conn: psycopg.Connection[Any], settings: Settings) -> int:
-    return pending(conn, settings)[0]
 
 
 @dataclass(frozen=True)

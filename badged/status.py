@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from badged.awarding import AWARD_TABLE
+from badged.locks import RECHECK_TABLE
 from badged.plan import Plan, Step
 from badged.settings import Settings
 from badged.spec import Badge
@@ -87,7 +88,25 @@ def read_award_stats(conn: psycopg.Connection[Any], settings: Settings) -> dict[
     return {badge: AwardStats(count, last) for badge, count, last in rows}
 
 
-def status_text(statuses: list[BadgeStatus], plan: Plan) -> str:
+@dataclass(frozen=True)
+class Rechecks:
+    """Deferred badge checks waiting for ``badged run`` (see ``recheck``)."""
+
+    pending: int
+    oldest_seconds: float | None
+
+
+def read_rechecks(conn: psycopg.Connection[Any], settings: Settings) -> Rechecks:
+    from badged.recheck import pending
+
+    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{settings.schema}.{RECHECK_TABLE}",)
+                       ).fetchone()
+    if not row or not row[0]:
+        return Rechecks(0, None)
+    return Rechecks(*pending(conn, settings))
+
+
+def status_text(statuses: list[BadgeStatus], plan: Plan, rechecks: Rechecks = Rechecks(0, None)) -> str:
     header = ("BADGE", "STATUS", "TABLE", "ON", "AWARDS", "LAST AWARD")
     rows = [header] + [
         (s.code, s.status, s.table or "-", s.event or "-", str(s.awards),
@@ -100,10 +119,14 @@ def status_text(statuses: list[BadgeStatus], plan: Plan) -> str:
         lines += [f"  {s.code}: {reason}" for reason in s.reasons]
     other = [step for step in plan.steps if not step.badges]
     lines += [f"  badged: {step.action.symbol} {step.kind} {step.name}: {step.reason}" for step in other]
+    if rechecks.pending:
+        oldest = f", oldest {rechecks.oldest_seconds:.0f} s" if rechecks.oldest_seconds is not None else ""
+        lines.append(f"  badged: {rechecks.pending} deferred checks waiting for badged run{oldest} "
+                     "(`badged recheck` finishes them now)")
     return "\n".join(lines)
 
 
-def status_json(statuses: list[BadgeStatus], plan: Plan) -> str:
+def status_json(statuses: list[BadgeStatus], plan: Plan, rechecks: Rechecks = Rechecks(0, None)) -> str:
     def encode(value: Any) -> Any:
         return value.isoformat() if isinstance(value, datetime) else value
 
@@ -111,4 +134,6 @@ def status_json(statuses: list[BadgeStatus], plan: Plan) -> str:
         "in_sync": plan.in_sync,
         "badges": [{k: encode(v) for k, v in asdict(s).items()} for s in statuses],
         "other_changes": [f"{s.action.symbol} {s.kind} {s.name}: {s.reason}" for s in plan.steps if not s.badges],
+        "rechecks_pending": rechecks.pending,
+        "recheck_oldest_seconds": rechecks.oldest_seconds,
     }, indent=2)
