@@ -6,7 +6,8 @@ Per written row the function:
 2. looks up, in one index lookup, which of the section's badges the user already holds,
    and stops there if they hold them all — the cheap path first;
 3. takes the user's advisory key without waiting (``locks``); if another transaction
-   is checking the same user right now, it defers the check to ``badged run`` instead;
+   is checking the same user right now, it defers the check to ``badged run`` instead
+   (in a SERIALIZABLE transaction it defers every check: it reads nothing more);
 4. evaluates the conditions of the others: plain expressions (``hit_views > 1000``) as
    plpgsql IFs, which run no query, and every condition that runs a query in **one**
    query (``CASE`` skips held badges; aggregate tails over the same FROM/WHERE, such
@@ -171,16 +172,17 @@ def _section(badges: tuple[Badge, ...], user_field: str, context: BodyContext, *
                 if needs_function_lock(badge, context.table, context.routines, context.search_path)]
     user_lock = try_user_lock(sql.SQL("_badged_user"), settings)
     if readers:  # lock first: the conditions' queries must start after the key is ours
-        evaluation = _block(_CLAIMED, 12).format(
-            claim=_claim(codes, unscoped, user_lock, context, indent=12), count=sql.Literal(len(badges)),
-            evaluation=_evaluation(badges, context, readers, None, alone=alone, indent=16))
+        evaluation = _block(_CLAIMED, 16).format(
+            claim=_claim(codes, unscoped, user_lock, context, indent=16), count=sql.Literal(len(badges)),
+            evaluation=_evaluation(badges, context, readers, None, alone=alone, indent=20))
     else:  # row-only conditions cannot race: take the user's key only to award
-        evaluation = _evaluation(badges, context, readers, user_lock, alone=alone, indent=12)
+        evaluation = _evaluation(badges, context, readers, user_lock, alone=alone, indent=16)
     return _block(_SECTION, 4).format(
         codes_comment=sql.SQL(", ".join(codes)),  # codes: letters, digits, _ and -
         user_value=sql.SQL("{}.{}").format(sql.SQL(context.event.changed_row), sql.Identifier(user_field)),
         held=held,
         count=sql.Literal(len(badges)),
+        defer_all=_defer(codes, None, indent=16),
         evaluation=evaluation,
         recheck=_block(_RECHECK_INSERT, 12).format(
             recheck=sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(RECHECK_TABLE)),
@@ -350,10 +352,16 @@ _SECTION = """
         -- Cheap path first: which of these badges the user already holds, in one index lookup.
         {held}
         IF pg_catalog.cardinality(_badged_held) < {count} THEN
-            -- READ COMMITTED: every query below sees what committed before it started.
-            _badged_exact := pg_catalog.current_setting('transaction_isolation') = 'read committed';
             _badged_deferred := '{{}}';
+            IF pg_catalog.current_setting('transaction_isolation') = 'serializable' THEN
+                -- Every read here would join PostgreSQL's serializable conflict checks and could
+                -- fail the application's write: leave the whole check to badged run.
+    {defer_all}
+            ELSE
+                -- READ COMMITTED: every query below sees what committed before it started.
+                _badged_exact := pg_catalog.current_setting('transaction_isolation') = 'read committed';
     {evaluation}
+            END IF;
     {recheck}
         END IF;
     END IF;

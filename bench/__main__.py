@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from badged.logs import configure_logging
-from bench import daemon, events, reconcile_cost, writes
+from bench import daemon, events, races, reconcile_cost, writes
 from bench.common import SCALES, Row, embedded_server, server_version, table_markdown, table_text
 
 
@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_const", dest="scale", const="quick", help="under 2 minutes")
     size.add_argument("--smoke", action="store_const", dest="scale", const="smoke",
                       help="seconds; proves the suite runs (CI), figures are meaningless")
-    parser.add_argument("--only", choices=("writes", "reconcile", "events", "daemon"), action="append",
+    parser.add_argument("--only", choices=("writes", "races", "reconcile", "events", "daemon"), action="append",
                         help="run only these groups (repeatable)")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as markdown here")
     args = parser.parse_args(argv)
     configure_logging("warning", "console")  # badged's own reconcile.done lines would drown the table
     scale = SCALES[args.scale or "full"]
-    groups = args.only or ["writes", "reconcile", "events", "daemon"]
+    groups = args.only or ["writes", "races", "reconcile", "events", "daemon"]
     started = time.monotonic()
     rows: list[Row] = []
     with embedded_server() as admin_dsn, tempfile.TemporaryDirectory(prefix="badged-bench-") as tmp:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         version = server_version(admin_dsn)
         if "writes" in groups:
             rows += writes.measure(admin_dsn, scale, workdir)
+        if "races" in groups:
+            rows += races.measure(admin_dsn, scale, workdir)
         if "reconcile" in groups:
             rows += reconcile_cost.measure(admin_dsn, scale)
         if "events" in groups:

