@@ -33,6 +33,7 @@ from psycopg import sql
 from badged.awarding import AWARD_TABLE, award_users_statement
 from badged.catalog import Table
 from badged.condition import Event
+from badged.errors import LockTimeout
 from badged.locks import lock_users_statement
 from badged.settings import Settings
 from badged.spec import Badge
@@ -132,6 +133,11 @@ def _award(writer: psycopg.Connection[Any], badge: Badge, users: list[str], sett
     """Award *badge* to *users* under their keys (see ``locks``): applications never wait on these inserts."""
     if not users:
         return 0
-    writer.execute(lock_users_statement(settings), {"users": users})
+    try:
+        writer.execute(lock_users_statement(settings), {"users": users})
+    except psycopg.errors.LockNotAvailable:
+        raise LockTimeout(
+            f"backfill of {badge.code}: a transaction checking one of these users held its key longer than "
+            "lock_timeout; run backfill again later (what it awarded stays, holders are skipped)") from None
     row = writer.execute(award_users_statement(settings), {"badge": badge.code, "users": users}).fetchone()
     return int(row[0]) if row else 0

@@ -182,7 +182,7 @@ def _section(badges: tuple[Badge, ...], user_field: str, context: BodyContext, *
         user_value=sql.SQL("{}.{}").format(sql.SQL(context.event.changed_row), sql.Identifier(user_field)),
         held=held,
         count=sql.Literal(len(badges)),
-        defer_all=_defer(codes, None, indent=16),
+        defer_all=_defer_all(badges, context, indent=16),
         evaluation=evaluation,
         recheck=_block(_RECHECK_INSERT, 12).format(
             recheck=sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(RECHECK_TABLE)),
@@ -222,6 +222,16 @@ def _claim(codes: list[str], unscoped: list[str], user_lock: sql.Composable, con
         function_lock=_block(_CLAIM_FUNCTION, indent).format(
             codes=_codes(unscoped), defer=_defer(unscoped, None, indent=indent + 4),
             lock=try_function_lock(context.name, context.settings)))
+
+
+def _defer_all(badges: tuple[Badge, ...], context: BodyContext, *, indent: int) -> sql.Composed:
+    """Defer every badge not held; in an ``update_of`` function only those whose columns changed, as a check would."""
+    if not context.filtered:
+        return _defer([badge.code for badge in badges], None, indent=indent)
+    return sql.SQL("\n").join(
+        _block(_DEFER_ONE, indent).format(unless=_unless_held(badge, True, sql.SQL("_badged_held")),
+                                          code=sql.Literal(badge.code))
+        for badge in badges)
 
 
 def _defer(codes: list[str], also_skip: str | None, *, indent: int) -> sql.Composed:
@@ -396,6 +406,12 @@ _DEFER = """
             _badged_deferred := _badged_deferred || _badged_code;
         END IF;
     END LOOP;
+"""
+
+_DEFER_ONE = """
+    IF {unless} THEN
+        _badged_deferred := _badged_deferred || {code}::text;
+    END IF;
 """
 
 _EVALUATION = """

@@ -299,3 +299,40 @@ def test_the_drain_drops_checks_of_removed_badges_and_skips_failing_conditions(
         Result.DROPPED: 1, Result.FAILED: 1, Result.AWARDED: 1}
     assert awards(conn) == {("first", str(ann))}
     assert rechecks(conn) == 0
+
+
+def test_a_serializable_update_defers_only_the_badges_whose_columns_changed(
+        dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """What is deferred is what a READ COMMITTED check would have checked: update_of keeps its column filter."""
+    items = [badge("viewed", "hit_views > 10", event="update"), badge("titled", "title <> ''", event="update")]
+    apply(dsn, items)
+    (ann,) = add_users(conn, 1)
+    conn.execute("INSERT INTO dummy_sketch (user_id, title) VALUES (%s, 'named')", (ann,))  # titled's condition holds
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        conn.execute("UPDATE dummy_sketch SET hit_views = 11")  # hit_views changed, title did not
+    assert conn.execute("SELECT badges FROM badged.recheck").fetchall() == [(["viewed"],)]
+    drain_all(dsn, items)
+    assert awards(conn) == {("viewed", str(ann))}, "titled: its column did not change, as in READ COMMITTED"
+
+
+def test_backfill_blocked_by_a_held_key_says_so_and_can_be_run_again(
+        dsn: str, conn: psycopg.Connection[Any], sessions: tuple[Session, Session]) -> None:
+    from badged.backfill import run_backfill
+    from badged.catalog import resolve_tables
+    from badged.errors import LockTimeout
+
+    (ann,) = add_users(conn, 1)
+    conn.execute("INSERT INTO dummy_sketch (user_id) SELECT %s FROM generate_series(1, 5)", (ann,))
+    apply(dsn, SEED_BADGES)
+    holder, _ = sessions
+    holder.run(sql.SQL("SELECT {}").format(user_lock(sql.Literal(str(ann)), SETTINGS)).as_string(holder.conn))
+    impatient = Settings(lock_timeout_ms=200)
+    (collector,) = [b for b in badges_from(SEED_BADGES) if b.code == "collector"]
+    with connect(dsn, impatient) as reader:
+        table = resolve_tables(reader, [collector.table])[str(collector.table)]
+    assert table is not None
+    with pytest.raises(LockTimeout, match="held its key longer than lock_timeout; run backfill again later"):
+        run_backfill(lambda: connect(dsn, impatient), collector, table, impatient)
+    holder.conn.commit()
+    assert run_backfill(lambda: connect(dsn, impatient), collector, table, impatient).awarded == 1
