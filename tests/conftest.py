@@ -48,6 +48,11 @@ def _container_server() -> Iterator[str]:
         container.stop()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run the differential test with ten times its CI budget of cases")
+
+
 @pytest.fixture(scope="session")
 def admin_dsn() -> Iterator[str]:
     """A superuser DSN on the test server."""
