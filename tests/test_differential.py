@@ -1,7 +1,8 @@
 """The differential test of the trigger renderer (issue: awards exactly right).
 
 badged's per-table functions are an optimising compiler (held lookup, CASE skipping, shared scans with
-FILTERs, ``UPDATE OF``/``WHEN``, guards, try-locks); its bugs are silent wrong awards. Hypothesis generates
+FILTERs, ``UPDATE OF``/``WHEN``, guards); its bugs are silent wrong awards. (One session writes here, so
+its keys never collide: concurrent writers are ``tests/test_concurrency.py``'s.) Hypothesis generates
 badge sets (``tests.differential.conditions``) and transactions (``tests.differential.writes``); each case
 is reconciled by badged and installed in the naive oracle (``tests.differential.oracle``) side by side in one
 database, and after every transaction the two award sets must be equal. Seeded and bounded for CI;
