@@ -15,7 +15,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt: uniform in [base/2, min(cap, base * 2**attempts)]."""
-        ceiling = min(self.cap, self.base * (2 ** self.attempts))
+        # 2.0 ** 1024 overflows a float: past 2**62 the ceiling is the cap anyway (an outage of any length)
+        ceiling = min(self.cap, self.base * (2.0 ** min(self.attempts, 62)))
         self.attempts += 1
         return self._random.uniform(min(self.base / 2, ceiling), ceiling)
 
