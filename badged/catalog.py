@@ -155,7 +155,8 @@ def resolve_tables(conn: Connection[Any], names: Iterable[TableName]) -> dict[st
     """Resolve each name as PostgreSQL would (search_path for unqualified ones)."""
     resolved: dict[str, Table | None] = {}
     with conn.cursor(row_factory=dict_row) as cur:
-        for name in sorted(set(names)):
+        # by their text: a schema of None (resolved by search_path) does not compare with a str
+        for name in sorted(set(names), key=str):
             cur.execute(_TABLE_SQL, {"schema": name.schema, "name": name.name})
             row = cur.fetchone()
             if row is None or row["oid"] is None:

@@ -16,7 +16,7 @@ from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES
-from tests.helpers import SEED_OBJECTS, apply, awards, badge, badges_from, object_oids, plan
+from tests.helpers import SEED_OBJECTS, apply, awards, badge, badges_from, object_oids, plan, triggers
 
 
 def steps(outcome: Outcome) -> list[tuple[str, str, str]]:
@@ -269,3 +269,17 @@ def test_prefix_and_schema_are_configurable(dsn: str, conn: psycopg.Connection[A
     removal = apply(dsn, [], settings)
     assert all(s.action is Action.DROP for s in removal.plan.steps)
     assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'badged\\_%'").fetchone() == (3,)
+
+
+def test_one_table_named_with_and_without_its_schema_is_one_table(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    # a valid badge.json: sorting the two names (schema None against 'public') crashed plan, reconcile,
+    # status and run with a TypeError, so one ConfigMap edit crash-looped every sidecar
+    items = [badge("a", "NEW.hit_views > 1", table="public.dummy_sketch"),
+             badge("b", "NEW.hit_views > 2", table="dummy_sketch")]
+    assert plan(dsn, items).plan.steps
+    apply(dsn, items)
+    assert triggers(dsn) == {"badged_public$dummy_sketch$insert"}
+    user = conn.execute("INSERT INTO auth_user (username) VALUES ('bob') RETURNING id").fetchone()[0]
+    conn.execute("INSERT INTO dummy_sketch (user_id, hit_views) VALUES (%s, 5)", (user,))
+    assert awards(conn) == {("a", str(user)), ("b", str(user))}
+    assert plan(dsn, items).plan.steps == ()
