@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -283,3 +284,36 @@ def test_one_table_named_with_and_without_its_schema_is_one_table(dsn: str, conn
     conn.execute("INSERT INTO dummy_sketch (user_id, hit_views) VALUES (%s, 5)", (user,))
     assert awards(conn) == {("a", str(user)), ("b", str(user))}
     assert plan(dsn, items).plan.steps == ()
+
+
+def _hold_badged_lock(dsn: str, seconds: float, held: threading.Event) -> None:
+    with psycopg.connect(dsn) as other:  # another reconcile, mid-apply
+        other.execute("SELECT pg_advisory_xact_lock(hashtextextended('badged:badged', 0))")
+        held.set()
+        time.sleep(seconds)
+
+
+def test_reconcile_waits_for_another_reconcile_longer_than_lock_timeout(dsn: str) -> None:
+    # waiting for a second replica or a Job is not an error: this failed after lock_timeout (0.2 s here)
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_badged_lock, args=(dsn, 1.0, held))
+    holder.start()
+    held.wait(5)
+    try:
+        outcome = apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200))
+    finally:
+        holder.join()
+    assert outcome.applied and outcome.seconds >= 0.5
+
+
+def test_a_reconcile_that_never_ends_makes_the_next_one_fail_after_statement_timeout(dsn: str) -> None:
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_badged_lock, args=(dsn, 2.0, held))
+    holder.start()
+    held.wait(5)
+    try:
+        with pytest.raises(LockTimeout, match=r"another badged reconcile of schema 'badged' held its lock for "
+                                              r"more than 0.5 s; nothing was applied, retry later"):
+            apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200, statement_timeout_ms=500))
+    finally:
+        holder.join()
