@@ -124,9 +124,14 @@ class Daemon:
     async def _sleep(self) -> str:
         """Wait for a change, the resync timer, a retry, or stop; say which."""
         if self._retry_after is not None:
-            timeout, reason = self._retry_after, "retry"
-        else:  # +-10 % so that replicas started together drift apart
-            timeout, reason = self.options.resync_seconds * random.uniform(0.9, 1.1), "resync"  # noqa: S311
+            # A database that is failing is not helped by trying sooner: changes made meanwhile wait for
+            # the retry, which reads the source anew (every event used to cut the backoff short).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._retry_after)
+            self._wake.clear()
+            return "stop" if self._stop.is_set() else "retry"
+        # +-10 % so that replicas started together drift apart
+        timeout, reason = self.options.resync_seconds * random.uniform(0.9, 1.1), "resync"  # noqa: S311
         waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())}
         _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:

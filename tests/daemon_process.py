@@ -67,6 +67,18 @@ class DaemonProcess:
                 return event
         raise AssertionError(f"no {what} within {timeout} s; last events: {self.events[-5:]}")
 
+    def drain(self) -> list[Event]:
+        """Every event logged so far, without waiting (``wait_for`` still sees them in turn)."""
+        while True:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                return self.events
+            if event is None:
+                self._queue.put(None)  # the end stays for wait_for to report
+                return self.events
+            self.events.append(event)
+
     def wait_event(self, name: str, timeout: float = 10.0, **fields: Any) -> Event:
         return self.wait_for(
             lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items()),

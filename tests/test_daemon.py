@@ -204,6 +204,25 @@ def test_the_daemon_survives_a_database_restart(restartable_server: Any, tmp_pat
     assert daemon.terminate() == 0
 
 
+@pytest.mark.slow
+def test_file_events_during_an_outage_wait_for_the_backoff(tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    # every event in badge.json's directory used to skip the backoff: 172-180 attempts in a 20 s outage
+    path = tmp_path / "badge.json"
+    write_json(path, SEED_BADGES)
+    daemon = start(daemons, "--badges", str(path), "--dsn", "postgresql://postgres@127.0.0.1:1/postgres")
+    daemon.wait_event("reconcile.retry", timeout=10)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # a busy directory: another file, and badge.json touched
+        (tmp_path / "other.txt").write_text(str(time.monotonic()))
+        path.touch()
+        time.sleep(0.05)
+    time.sleep(0.5)  # the last lines reach the reader
+    retries = [e for e in daemon.drain() if e.get("event") == "reconcile.retry"]
+    # backoff from 0.5 s doubling: at most ~8 attempts in 6 s, whatever the events
+    assert len(retries) <= 10, f"{len(retries)} attempts in 6 s: file events skip the backoff"
+    assert daemon.terminate() == 0
+
+
 def test_bad_flags_are_clear_errors(tmp_path: Path) -> None:
     import subprocess
     import sys
