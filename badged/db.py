@@ -69,7 +69,9 @@ def connect(dsn: str, settings: Settings, *, autocommit: bool = True) -> psycopg
     try:
         conn = psycopg.connect(conninfo.make_conninfo("", **params), autocommit=True)
     except psycopg.Error as exc:
-        raise ConnectionFailed(f"cannot connect to the database: {_first_line(scrub(str(exc), dsn))}") from None
+        unnamed = "" if dsn else "no --dsn, BADGED_DSN or DATABASE_URL was given, and libpq's defaults failed: "
+        raise ConnectionFailed(
+            f"cannot connect to the database: {unnamed}{_first_line(scrub(str(exc), dsn))}") from None
     try:
         conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false),"
                      " pg_catalog.set_config('lock_timeout', %s, false)",

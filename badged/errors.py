@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: what an error about a missing badge.json tells people to do
+BADGES_HINT = "name badge.json with --badges or BADGED_BADGES"
+
 
 class BadgedError(Exception):
     """Base of every error badged raises on purpose."""

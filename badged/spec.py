@@ -23,7 +23,7 @@ from pglast.parser import ParseError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from badged.condition import Condition, ConditionError, Event, parse_condition
-from badged.errors import Problem, SpecError
+from badged.errors import BADGES_HINT, Problem, SpecError
 
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
@@ -90,7 +90,7 @@ def load_badges(path: Path, *, prefix: str, allow_empty: bool = False) -> tuple[
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(str(path), [Problem("file not found")]) from None
+        raise SpecError(str(path.absolute()), [Problem(f"file not found; {BADGES_HINT}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem(f"cannot read: {exc}")]) from None
     return parse_badges(text, source=str(path), prefix=prefix, allow_empty=allow_empty)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import SEED, SEED_BADGES
 
 
@@ -74,3 +76,21 @@ def test_a_table_missing_from_the_database_applies_nothing(dsn: str, write_badge
     assert "badge #3 ('ghost'), field 'trigger_table': table no_such_table does not exist" in result.stderr
     assert badged("plan", "--detailed-exitcode", "--badges", str(write_badges(SEED_BADGES)), "--dsn", dsn
                   ).returncode == 2, "nothing was applied, not even the valid badges"
+
+
+def test_a_missing_badge_file_names_its_absolute_path_and_how_to_name_another(cli: Any, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("validate", "--badges", "nope.json")
+    assert code != 0
+    assert f"{tmp_path / 'nope.json'}: file not found; name badge.json with --badges or BADGED_BADGES" in err
+
+
+def test_no_dsn_anywhere_says_which_settings_were_looked_at(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BADGED_DSN", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PGHOST", "/nonexistent-badged-socket-dir")
+    code, _, err = cli("plan", "--badges", str(SEED / "badge.json"))
+    assert code != 0
+    assert "cannot connect to the database: no --dsn, BADGED_DSN or DATABASE_URL was given, and libpq's defaults " \
+           "failed: " in err

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 from watchfiles import awatch
 
-from badged.errors import SourceError
+from badged.errors import BADGES_HINT, SourceError
 
 log = structlog.get_logger("badged.sources.file")
 
@@ -38,7 +38,7 @@ class FileSource:
         try:
             return self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise SourceError(f"{self.path}: file not found") from None
+            raise SourceError(f"{self.path}: file not found; {BADGES_HINT}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"{self.path}: cannot read: {exc}") from None
 
