@@ -135,7 +135,7 @@ def _lock(conn: psycopg.Connection[Any], settings: Settings) -> None:
     Waiting for another reconcile (a second replica, a Job next to the daemon) is not an error: that wait
     is bounded by ``statement_timeout``, not by ``lock_timeout``, which stays short for the app's tables.
     """
-    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{settings.statement_timeout_ms}ms",))
+    _set_local_lock_timeout(conn, settings.statement_timeout_ms)
     try:
         conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(%s, 0))",
                      (f"badged:{settings.schema}",))
@@ -144,7 +144,11 @@ def _lock(conn: psycopg.Connection[Any], settings: Settings) -> None:
             f"another badged reconcile of schema {settings.schema!r} held its lock for more than "
             f"{settings.statement_timeout_ms / 1000:g} s; nothing was applied, retry later"
         ) from None
-    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{settings.lock_timeout_ms}ms",))
+    _set_local_lock_timeout(conn, settings.lock_timeout_ms)
+
+
+def _set_local_lock_timeout(conn: psycopg.Connection[Any], milliseconds: int) -> None:
+    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",))
 
 
 def check_against_database(conn: psycopg.Connection[Any], badges: tuple[Badge, ...],

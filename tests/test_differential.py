@@ -11,13 +11,9 @@ database, and after every transaction the two award sets must be equal. Seeded a
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
-from psycopg import conninfo, sql
 
 from tests.differential.case import Case, cases
 from tests.differential.run import Tally, reduce, run
@@ -30,20 +26,12 @@ SLOW_FACTOR = 10
 MIN_WRITES, MAX_WRITES = 8, 30
 
 
-@pytest.fixture(scope="module")
-def differential_dsn(admin_dsn: str) -> Iterator[str]:
+@pytest.fixture
+def differential_dsn(empty_dsn: str) -> str:
     """One database for every case: each case truncates the tables and reconciles its own badge set."""
-    name = f"badged_diff_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = conninfo.make_conninfo(admin_dsn, dbname=name)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(SCHEMA_SQL)
-        yield dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL)
+    return empty_dsn
 
 
 @pytest.mark.slow

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -286,34 +288,35 @@ def test_one_table_named_with_and_without_its_schema_is_one_table(dsn: str, conn
     assert plan(dsn, items).plan.steps == ()
 
 
-def _hold_badged_lock(dsn: str, seconds: float, held: threading.Event) -> None:
-    with psycopg.connect(dsn) as other:  # another reconcile, mid-apply
-        other.execute("SELECT pg_advisory_xact_lock(hashtextextended('badged:badged', 0))")
-        held.set()
-        time.sleep(seconds)
+@contextlib.contextmanager
+def _another_reconcile(dsn: str, seconds: float) -> Iterator[None]:
+    """Another reconcile, mid-apply: badged's schema lock held by another connection for *seconds*."""
+    held = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(dsn) as other:
+            other.execute("SELECT pg_advisory_xact_lock(hashtextextended('badged:badged', 0))")
+            held.set()
+            time.sleep(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        yield
+    finally:
+        holder.join()
 
 
 def test_reconcile_waits_for_another_reconcile_longer_than_lock_timeout(dsn: str) -> None:
     # waiting for a second replica or a Job is not an error: this failed after lock_timeout (0.2 s here)
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_badged_lock, args=(dsn, 1.0, held))
-    holder.start()
-    held.wait(5)
-    try:
+    with _another_reconcile(dsn, 1.0):
         outcome = apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200))
-    finally:
-        holder.join()
     assert outcome.applied and outcome.seconds >= 0.5
 
 
 def test_a_reconcile_that_never_ends_makes_the_next_one_fail_after_statement_timeout(dsn: str) -> None:
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_badged_lock, args=(dsn, 2.0, held))
-    holder.start()
-    held.wait(5)
-    try:
-        with pytest.raises(LockTimeout, match=r"another badged reconcile of schema 'badged' held its lock for "
-                                              r"more than 0.5 s; nothing was applied, retry later"):
-            apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200, statement_timeout_ms=500))
-    finally:
-        holder.join()
+    with _another_reconcile(dsn, 2.0), \
+            pytest.raises(LockTimeout, match=r"another badged reconcile of schema 'badged' held its lock for "
+                                             r"more than 0.5 s; nothing was applied, retry later"):
+        apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200, statement_timeout_ms=500))
