@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from badged.errors import ConfigError
 
-_PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# \Z, not $: "$" also matches before a trailing newline, and "badged_\n" is another prefix.
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,30}\Z")
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True)
