@@ -1,9 +1,10 @@
 """Execute a Plan: the only module that writes DDL.
 
 It runs inside the caller's transaction (see ``reconcile``), statement by statement
-in plan order, and translates PostgreSQL's refusals into badged's errors: a lock
-not granted in time or a deadlock is temporary (retry later, nothing applied);
-anything else is permanent until someone changes badge.json or the database.
+in plan order, and translates PostgreSQL's refusals into badged's errors (by SQLSTATE,
+in ``db_errors``): a lock not granted in time, a deadlock, a statement timeout or a
+lost connection is temporary (retry later, nothing applied); anything else, such as
+a missing right, is permanent until someone changes badge.json or the database.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg
 
-from badged.errors import ApplyFailed, ConnectionFailed, LockTimeout
+from badged.db_errors import translate
+from badged.errors import ApplyFailed
 from badged.plan import Plan, Step
-
-_TEMPORARY = (pg.LockNotAvailable, pg.DeadlockDetected, pg.SerializationFailure, pg.QueryCanceled)
 
 
 def apply_plan(conn: psycopg.Connection[Any], plan: Plan) -> int:
@@ -30,20 +29,8 @@ def apply_plan(conn: psycopg.Connection[Any], plan: Plan) -> int:
 
 
 def _execute(conn: psycopg.Connection[Any], step: Step, statement: str) -> None:
-    where = f"{step.action.value} {step.kind} {step.name}"
     try:
         conn.execute(statement)  # no parameters: psycopg sends it verbatim
-    except _TEMPORARY as exc:
-        raise LockTimeout(
-            f"could not {where} in time ({_message(exc)}): another transaction holds a lock on the table; "
-            "nothing was applied, retry later"
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise ConnectionFailed(f"lost the database while trying to {where}: {_message(exc)}") from None
     except psycopg.Error as exc:
-        raise ApplyFailed(f"PostgreSQL refused to {where}: {_message(exc)}; nothing was applied") from None
-
-
-def _message(exc: psycopg.Error) -> str:
-    primary = exc.diag.message_primary if exc.diag else None
-    return primary or str(exc).strip().splitlines()[0]
+        raise translate(exc, f"{step.action.value} {step.kind} {step.name}", rolled_back=True,
+                        refused=ApplyFailed) from None

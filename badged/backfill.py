@@ -31,10 +31,12 @@ import structlog
 from psycopg import sql
 
 from badged.awarding import AWARD_TABLE, award_users_statement
-from badged.catalog import Table
+from badged.catalog import Table, read_names
 from badged.condition import Event
-from badged.errors import LockTimeout
+from badged.errors import DatabaseMismatch, LockTimeout
 from badged.locks import lock_users_statement
+from badged.names import PINNED_SEARCH_PATH
+from badged.qualify import qualify_badges, wanted_names
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -77,13 +79,14 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
                  settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
                  on_progress: ProgressCallback | None = None) -> Progress:
     """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
-    statement = candidates_sql(badge, table, settings)
-    one_row = candidates_sql(badge, table, settings, rows="ctid = %(ctid)s::tid")
-    search_path = sql.SQL(", ").join(map(sql.Identifier, ("pg_catalog", table.schema, "pg_temp")))
+    search_path = sql.SQL(", ").join(map(sql.Identifier, PINNED_SEARCH_PATH))
     with dsn_connect() as reader, dsn_connect() as writer:
+        badge = _qualified(reader, badge, table, settings)
+        statement = candidates_sql(badge, table, settings)
+        one_row = candidates_sql(badge, table, settings, rows="ctid = %(ctid)s::tid")
         reader.autocommit = False
         reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        count = reader.execute(sql.SQL("SELECT count(*) FROM {}").format(table.qualified)).fetchone()
+        count = reader.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(table.qualified)).fetchone()
         progress = Progress(badge.code, int(count[0]) if count else 0, started=time.monotonic())
         writer.autocommit = False
         path = search_path.as_string(writer)
@@ -103,6 +106,16 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
     log.info("backfill.done", badge=badge.code, rows=progress.rows, awarded=progress.awarded,
              failed_rows=progress.failed_rows, dry_run=dry_run)
     return progress
+
+
+def _qualified(conn: psycopg.Connection[Any], badge: Badge, table: Table, settings: Settings) -> Badge:
+    """*badge* with the names of its condition qualified as its trigger's are (see ``names``)."""
+    tables = {str(badge.table): table}
+    (badge,), problems = qualify_badges((badge,), tables, read_names(conn, *wanted_names((badge,), tables)),
+                                        settings.allow_volatile)
+    if problems:
+        raise DatabaseMismatch("database", problems)
+    return badge
 
 
 def _qualifying_users(writer: psycopg.Connection[Any], statement: sql.Composed, one_row: sql.Composed,

@@ -17,6 +17,7 @@ from pglast.parser import ParseError
 from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
+from badged.names import KnownNames, Name, NameKind
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import TableName
@@ -78,6 +79,8 @@ class ActualFunction:
     returns: str
     nargs: int
     comment: str | None
+    #: roles other than its owner that may EXECUTE it ("PUBLIC" for everyone); badged grants none
+    executors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,22 @@ def read_routines(conn: Connection[Any], names: Iterable[str]) -> Routines:
     return Routines(frozenset((schema, name, RoutineKind(kind)) for schema, name, kind in rows))
 
 
+def read_names(conn: Connection[Any], schemas: Iterable[str], names: Iterable[Name],
+               calls: Iterable[str]) -> KnownNames:
+    """Where *names* exist among *schemas*, and which of the functions named *calls* are VOLATILE (anywhere)."""
+    wanted: dict[NameKind, list[str]] = {kind: [] for kind in NameKind}
+    for kind, name in set(names):
+        wanted[kind].append(name)
+    rows = conn.execute(_NAMES_SQL, {
+        "schemas": sorted(set(schemas)), "relations": sorted(wanted[NameKind.RELATION]),
+        "functions": sorted(wanted[NameKind.FUNCTION]), "types": sorted(wanted[NameKind.TYPE]),
+        "calls": sorted(set(calls)),
+    }).fetchall()
+    found = frozenset((NameKind(kind), schema, name) for kind, schema, name in rows if kind != "volatile")
+    volatile = frozenset((schema, name) for kind, schema, name in rows if kind == "volatile")
+    return KnownNames(found, volatile)
+
+
 def parse_search_path(value: str) -> tuple[str, ...] | None:
     """Split a stored ``search_path`` setting into schema names, as PostgreSQL reads it."""
     try:
@@ -208,6 +227,7 @@ def _function(row: dict[str, Any]) -> ActualFunction:
         returns=row["returns"],
         nargs=row["nargs"],
         comment=row["comment"],
+        executors=tuple(row["executors"] or ()),
     )
 
 
@@ -237,7 +257,12 @@ _FUNCTIONS_SQL = """
 SELECT p.oid::int8 AS oid, n.nspname::text AS schema, p.proname::text AS name, p.prosrc AS body,
        p.prosecdef AS security_definer, p.proconfig AS config, l.lanname::text AS language,
        p.prorettype::regtype::text AS returns, p.pronargs::int AS nargs,
-       pg_catalog.obj_description(p.oid, 'pg_proc') AS comment
+       pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
+       ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                         ELSE (SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee) END
+             FROM pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) AS a
+             WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+             ORDER BY 1) AS executors
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -282,6 +307,25 @@ SELECT c.oid::int8 AS oid, n.nspname::text AS schema, c.relname::text AS name, c
              ORDER BY a.attnum) AS columns
 FROM target LEFT JOIN pg_catalog.pg_class c ON c.oid = target.oid
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+"""
+
+_NAMES_SQL = """
+SELECT 'relation', n.nspname::text, c.relname::text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY (%(schemas)s::text[]) AND c.relname = ANY (%(relations)s::text[])
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+UNION
+SELECT 'function', n.nspname::text, p.proname::text
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = ANY (%(schemas)s::text[]) AND p.proname = ANY (%(functions)s::text[])
+UNION
+SELECT 'type', n.nspname::text, t.typname::text
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = ANY (%(schemas)s::text[]) AND t.typname = ANY (%(types)s::text[])
+UNION
+SELECT 'volatile', n.nspname::text, p.proname::text
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY (%(calls)s::text[]) AND p.provolatile = 'v'
 """
 
 _ROUTINES_SQL = """

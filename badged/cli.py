@@ -8,11 +8,9 @@ stderr as one sentence each, never with a traceback or a password.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
@@ -23,7 +21,7 @@ from badged.errors import BadgedError, ConfigError, SpecError
 from badged.logs import LEVELS, configure_logging
 from badged.output import outcome_json, outcome_text, plan_json, plan_text
 from badged.reconcile import reconcile
-from badged.settings import Settings
+from badged.settings import Options, OptionsError, Settings, load_options
 from badged.spec import Badge, load_badges
 
 if TYPE_CHECKING:
@@ -40,65 +38,77 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"badged: error: {message}\n")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+#: flag (its argparse dest; the flag is --dest-with-dashes) -> the BADGED_* setting it overrides
+_SETTING_OF_FLAG = {
+    "badges": "BADGED_BADGES", "dsn": "BADGED_DSN", "prefix": "BADGED_PREFIX", "schema": "BADGED_SCHEMA",
+    "channel": "BADGED_CHANNEL", "allow_empty": "BADGED_ALLOW_EMPTY", "lock_timeout": "BADGED_LOCK_TIMEOUT",
+    "statement_timeout": "BADGED_STATEMENT_TIMEOUT", "output": "BADGED_OUTPUT", "resync": "BADGED_RESYNC",
+    "recheck_interval": "BADGED_RECHECK_INTERVAL", "http": "BADGED_HTTP", "configmap": "BADGED_CONFIGMAP",
+    "webhook": "BADGED_WEBHOOK", "webhook_secret_file": "BADGED_WEBHOOK_SECRET_FILE",
+    "webhook_group": "BADGED_WEBHOOK_GROUP", "group": "BADGED_GROUP", "log_level": "BADGED_LOG_LEVEL",
+    "log_format": "BADGED_LOG_FORMAT", "allow_volatile": "BADGED_ALLOW_VOLATILE",
+}
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _setting(dest: str) -> dict[str, Any]:
+    """argparse keywords of a flag that overrides a BADGED_* setting: a string, None when not given.
 
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return seconds
+    argparse neither reads the environment nor parses the value: ``_use_options`` does both after
+    parsing, with ``badged.settings.Options``, so ``--help`` works whatever the environment holds and a
+    flag's value is parsed exactly as its variable's (``--resync 5m``).
+    """
+    assert dest in _SETTING_OF_FLAG, dest
+    return {"dest": dest, "default": None}
 
 
 def _spec_options() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("badge.json")
-    group.add_argument("--badges", type=Path, default=Path(_env("BADGED_BADGES", "./badge.json")),
-                       metavar="PATH", help="badge.json to read (env BADGED_BADGES; default ./badge.json)")
-    group.add_argument("--prefix", default=_env("BADGED_PREFIX", "badged_"),
+    group.add_argument("--badges", **_setting("badges"), metavar="PATH",
+                       help="badge.json to read (env BADGED_BADGES; default ./badge.json)")
+    group.add_argument("--prefix", **_setting("prefix"),
                        help="prefix of every trigger and function badged manages (env BADGED_PREFIX; "
                             "default badged_)")
-    group.add_argument("--allow-empty", action="store_true", default=_env_flag("BADGED_ALLOW_EMPTY"),
-                       help="accept an empty badge list, which drops every badge (env BADGED_ALLOW_EMPTY)")
+    group.add_argument("--allow-empty", action="store_const", const=True, dest="allow_empty", default=None,
+                       help="accept an empty badge list, which drops every badge (env BADGED_ALLOW_EMPTY: "
+                            "true/false, 1/0, yes/no, on/off)")
+    group.add_argument("--allow-volatile", action="append", dest="allow_volatile", default=None,
+                       metavar="[SCHEMA.]FUNCTION",
+                       help="let conditions call this VOLATILE function, which only reads (repeatable; env "
+                            "BADGED_ALLOW_VOLATILE, comma-separated; README, Security)")
     return common
 
 
 def _logging_options() -> _Parser:
     common = _Parser(add_help=False)
     logging = common.add_argument_group("logging")
-    logging.add_argument("--log-level", choices=LEVELS, default=_env("BADGED_LOG_LEVEL", "info"),
+    logging.add_argument("--log-level", **_setting("log_level"), metavar="{debug,info,warning,error}",
                          help="(env BADGED_LOG_LEVEL; default info)")
-    logging.add_argument("--log-format", choices=("auto", "json", "console"),
-                         default=_env("BADGED_LOG_FORMAT", "auto"),
-                         help="auto: console on a terminal, else JSON (env BADGED_LOG_FORMAT)")
+    logging.add_argument("--log-format", **_setting("log_format"), metavar="{auto,json,console}",
+                         help="auto: console on a terminal, else JSON (env BADGED_LOG_FORMAT; default auto)")
     return common
+
+
+_DURATION_HELP = "a duration: 90 (seconds), 1.5, 500ms, 90s, 5m or 1h"
 
 
 def _database_options() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("database")
-    group.add_argument("--dsn", default=None,
+    group.add_argument("--dsn", **_setting("dsn"),
                        help="PostgreSQL connection string (env BADGED_DSN, else DATABASE_URL, else libpq's PG* "
                             "variables)")
-    group.add_argument("--schema", default=_env("BADGED_SCHEMA", "badged"),
+    group.add_argument("--schema", **_setting("schema"),
                        help="schema for badged's tables and functions (env BADGED_SCHEMA; default badged)")
-    group.add_argument("--channel", default=_env("BADGED_CHANNEL", "badge_earned"),
+    group.add_argument("--channel", **_setting("channel"),
                        help="NOTIFY channel for new awards (env BADGED_CHANNEL; default badge_earned)")
-    group.add_argument("--lock-timeout", type=_seconds, default=_seconds(_env("BADGED_LOCK_TIMEOUT", "3")),
-                       metavar="SECONDS", help="give up on a busy table after this long (env BADGED_LOCK_TIMEOUT; "
-                                               "default 3)")
-    group.add_argument("--statement-timeout", type=_seconds,
-                       default=_seconds(_env("BADGED_STATEMENT_TIMEOUT", "60")), metavar="SECONDS",
-                       help="(env BADGED_STATEMENT_TIMEOUT; default 60)")
-    group.add_argument("--output", choices=("text", "json"), default=_env("BADGED_OUTPUT", "text"),
+    group.add_argument("--lock-timeout", **_setting("lock_timeout"), metavar="DURATION",
+                       help=f"give up on a busy table after this long, {_DURATION_HELP} (env BADGED_LOCK_TIMEOUT; "
+                            "default 3s)")
+    group.add_argument("--statement-timeout", **_setting("statement_timeout"),
+                       metavar="DURATION", help="on every connection badged opens; also how long a reconcile waits "
+                                                "for another one (env BADGED_STATEMENT_TIMEOUT; default 60s)")
+    group.add_argument("--output", **_setting("output"), metavar="{text,json}",
                        help="(env BADGED_OUTPUT; default text)")
     return common
 
@@ -127,27 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[spec, database, logs],
                               help="keep reconciling: watch badge.json (file or ConfigMap), resync, serve probes")
     source = run.add_argument_group("daemon")
-    source.add_argument("--configmap", default=_env("BADGED_CONFIGMAP", ""), metavar="NAMESPACE/NAME[:KEY]",
+    source.add_argument("--configmap", **_setting("configmap"), metavar="NAMESPACE/NAME[:KEY]",
                         help="read badge.json from this ConfigMap through the Kubernetes API instead of --badges "
                              "(key default badge.json; needs badged[k8s]; env BADGED_CONFIGMAP)")
-    source.add_argument("--resync", type=_seconds, default=_seconds(_env("BADGED_RESYNC", "60")),
-                        metavar="SECONDS", help="reconcile this often even without a change, repairing drift "
-                                                "(env BADGED_RESYNC; default 60)")
-    source.add_argument("--recheck-interval", type=_seconds,
-                        default=_seconds(_env("BADGED_RECHECK_INTERVAL", "1")), metavar="SECONDS",
+    source.add_argument("--resync", **_setting("resync"), metavar="DURATION",
+                        help="reconcile this often even without a change, repairing drift "
+                             "(env BADGED_RESYNC; default 60s)")
+    source.add_argument("--recheck-interval", **_setting("recheck_interval"),
+                        metavar="DURATION",
                         help="finish the badge checks triggers deferred (a concurrent check of the same user) this "
-                             "often (env BADGED_RECHECK_INTERVAL; default 1)")
-    source.add_argument("--http", default=os.environ.get("BADGED_HTTP", ":8080"), metavar="ADDR",
+                             "often (env BADGED_RECHECK_INTERVAL; default 1s)")
+    source.add_argument("--http", **_setting("http"), metavar="ADDR",
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
     hook = run.add_argument_group("webhook")
-    hook.add_argument("--webhook", default=_env("BADGED_WEBHOOK", ""), metavar="URL",
+    hook.add_argument("--webhook", **_setting("webhook"), metavar="URL",
                       help="POST every badge-earned event here, at least once (env BADGED_WEBHOOK)")
-    hook.add_argument("--webhook-secret-file", type=Path, metavar="PATH",
-                      default=Path(p) if (p := os.environ.get("BADGED_WEBHOOK_SECRET_FILE")) else None,
+    hook.add_argument("--webhook-secret-file", **_setting("webhook_secret_file"),
+                      metavar="PATH",
                       help="shared secret for the X-Badged-Signature HMAC-SHA256 header "
                            "(env BADGED_WEBHOOK_SECRET_FILE; required with --webhook)")
-    hook.add_argument("--webhook-group", default=_env("BADGED_WEBHOOK_GROUP", "webhook"), metavar="NAME",
+    hook.add_argument("--webhook-group", **_setting("webhook_group"), metavar="NAME",
                       help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
                            "default webhook)")
     run.set_defaults(handler=_run)
@@ -172,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="print one JSON line per badge earned, missing none")
     listen.add_argument("--since", type=int, metavar="AWARD_ID",
                         help="start with the awards after this id (default: from now)")
-    listen.add_argument("--group", default=os.environ.get("BADGED_GROUP") or None, metavar="NAME",
+    listen.add_argument("--group", **_setting("group"), metavar="NAME",
                         help="durable consumer group: resume where the group stopped; processes of one group "
                              "share the work (env BADGED_GROUP)")
     listen.add_argument("--batch-size", type=int, default=1000, metavar="N", help="awards read per query")
@@ -186,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and --version exit here, before any BADGED_* is read
+    try:
+        _use_options(args)
+    except OptionsError as exc:
+        for line in exc.lines():
+            _error(line)
+        return EXIT_ERROR
     configure_logging(args.log_level, args.log_format)
     dsn = resolve_dsn(getattr(args, "dsn", None))
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -208,18 +224,33 @@ def _error(message: str) -> None:
     print(f"badged: error: {message}", file=sys.stderr)
 
 
+def _use_options(args: argparse.Namespace) -> None:
+    """Every BADGED_* setting, flags over the environment over defaults, into *args*; OptionsError if one is bad.
+
+    Every setting is checked, including those this command does not use: a deployment's environment is
+    usually shared by its commands, and a bad value should fail the first of them.
+    """
+    flags = {name: getattr(args, dest) for dest, name in _SETTING_OF_FLAG.items() if hasattr(args, dest)}
+    flags = {name: ",".join(value) if isinstance(value, list) else value  # a repeated flag: as its variable
+             for name, value in flags.items()}
+    options = load_options(flags, flag_names={name: "--" + dest.replace("_", "-")
+                                              for dest, name in _SETTING_OF_FLAG.items()})
+    values = options.model_dump(by_alias=True)
+    for dest, name in _SETTING_OF_FLAG.items():
+        if hasattr(args, dest):
+            setattr(args, dest, values[name])
+    if hasattr(args, "dsn"):
+        args.dsn = options.dsn.get_secret_value() if options.dsn else None
+    args.options = options
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        prefix=getattr(args, "prefix", "badged_"),
-        schema=getattr(args, "schema", "badged"),
-        channel=getattr(args, "channel", "badge_earned"),
-        lock_timeout_ms=int(getattr(args, "lock_timeout", 3) * 1000),
-        statement_timeout_ms=int(getattr(args, "statement_timeout", 60) * 1000),
-    )
+    options: Options = args.options
+    return options.settings()
 
 
 def _badges(args: argparse.Namespace, settings: Settings) -> tuple[Badge, ...]:
-    return load_badges(args.badges, prefix=settings.prefix, allow_empty=args.allow_empty)
+    return load_badges(args.badges, prefix=settings.prefix, allow_empty=args.allow_empty, schema=settings.schema)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -318,7 +349,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from badged.backfill import run_backfill
     from badged.catalog import resolve_tables
     from badged.condition import Event
-    from badged.reconcile import check_against_database
+    from badged.reconcile import resolve_and_check
     settings = _settings(args)
     badges = _badges(args, settings)
     wanted = set(args.badge or ())
@@ -328,7 +359,9 @@ def _backfill(args: argparse.Namespace) -> int:
     selected = [b for b in badges if not wanted or b.code in wanted]
     dsn = resolve_dsn(args.dsn)
     with connect(dsn, settings) as conn:
-        tables = check_against_database(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)))
+        qualified, tables = resolve_and_check(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)),
+                                              settings)
+        selected = list(qualified)
         if not _table_exists(conn, f"{settings.schema}.award"):
             raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
     show = _progress_printer() if sys.stderr.isatty() else None

@@ -18,18 +18,35 @@ This module is pure: no database, no I/O.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ParamSpec
 
 from pglast import ast, enums, parse_sql
-from pglast.parser import ParseError
+from pglast.parser import ParseError, parse_sql_json
 from pglast.stream import RawStream
 
+from badged.names import Name, NameKind, Qualification
 from badged.routines import FunctionName, RoutineKind, Routines
 
 _PREFIX = "SELECT "
+
+#: A condition is a line or two; anything this long is a mistake (and the whole text ends up in a trigger function).
+MAX_LENGTH = 10_000
+#: How deeply a condition's syntax tree may nest. pglast turns trees into Python objects by C
+#: recursion that nothing bounds (a chain of 30,000 '+' crashes the process), and its deparser
+#: and ``_walk`` recurse in Python (~4 frames a level against a limit of 1,000), so this is
+#: checked before either runs. Real conditions nest 5 to 15 levels.
+MAX_DEPTH = 100
+_TOO_DEEP = f"nests too deeply (more than {MAX_DEPTH} levels of calls, operators, NOT or subqueries); simplify it"
+# What pglast's C parser says when a statement nests deeper than its own stacks allow.
+_PARSER_OVERFLOWS = ("stack depth limit exceeded", "memory exhausted")
+# One token of pglast's JSON tree: a string (group 1), a key when followed by ':' (group 2), or a bracket.
+_JSON_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(:)?|[{}\[\]]')
+_P = ParamSpec("_P")
 
 # Node types that may appear in a condition whose value depends only on the row:
 # no function calls (now(), age() and random() change their answer over time),
@@ -132,6 +149,9 @@ class Condition:
     whole_row: bool = False
     #: True when a subquery appears anywhere in it (its value, its WHERE, …)
     has_subquery: bool = False
+    #: the tables, functions and types it names without a schema, as written (``names``
+    #: decides their schemas at reconcile time; see ``qualified``)
+    names: frozenset[Name] = frozenset()
 
     def share_key(self, routines: Routines, search_path: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
         """Conditions with the same key are computed by one query (``shared_select``).
@@ -159,9 +179,28 @@ class Condition:
         return tuple(sorted(col for var, col in self.row_columns if var == "new"))
 
 
-def parse_condition(written: str, event: Event) -> Condition:
-    """Check *written* for a badge firing on *event*; raise ConditionError if unsafe."""
+def _refuse_deep_nesting(parse: Callable[_P, Condition]) -> Callable[_P, Condition]:
+    """Turn a RecursionError in *parse* into a ConditionError: the net under ``_check_size``; the daemon lives on."""
+    @functools.wraps(parse)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> Condition:
+        try:
+            return parse(*args, **kwargs)
+        except RecursionError:
+            raise ConditionError(_TOO_DEEP) from None
+    return guarded
+
+
+@_refuse_deep_nesting
+def parse_condition(written: str, event: Event, qualification: Qualification | None = None) -> Condition:
+    """Check *written* for a badge firing on *event*; raise ConditionError if unsafe.
+
+    With *qualification* (see ``names``), every table, function and type it names without
+    a schema is written with the schema given there.
+    """
     select = _parse_single_select(written)
+    names = _unqualified_names(select)
+    if qualification:
+        _qualify_names(select, qualification)
     target = select.targetList[0].val
     is_query = _has_query_tail(select)
     if not is_query:
@@ -203,7 +242,53 @@ def parse_condition(written: str, event: Event) -> Condition:
         scope_columns=scope_columns,
         whole_row=any(column is None for _, column in row_refs),
         has_subquery=any(isinstance(node, ast.SubLink) for node in _walk(select)),
+        names=names,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _qualified(written: str, event: Event, qualification: tuple[tuple[Name, str], ...]) -> Condition:
+    return parse_condition(written, event, dict(qualification))
+
+
+def qualified(condition: Condition, event: Event, qualification: tuple[tuple[Name, str], ...]) -> Condition:
+    """*condition* with its unqualified names written with their schemas (remembered: the daemon asks often)."""
+    if not qualification:
+        return condition
+    return _qualified(condition.written, event, qualification)
+
+
+def _unqualified_names(select: Any) -> frozenset[Name]:
+    """Tables (other than the query's own WITH names), functions and types written without a schema."""
+    return frozenset(name for name, _node in _unqualified(select))
+
+
+def _unqualified(select: Any) -> Iterator[tuple[Name, Any]]:
+    """Every node naming a table, function or type without a schema, with that name."""
+    ctes = {str(node.ctename) for node in _walk(select) if isinstance(node, ast.CommonTableExpr)}
+    for node in list(_walk(select)):
+        parts: Any = (node.funcname if isinstance(node, ast.FuncCall)
+                      else node.names if isinstance(node, ast.TypeName) and not node.pct_type else None)
+        if isinstance(node, ast.RangeVar) and node.schemaname is None and str(node.relname) not in ctes:
+            yield (NameKind.RELATION, str(node.relname)), node
+        elif isinstance(node, ast.FuncCall) and len(parts) == 1:
+            yield (NameKind.FUNCTION, str(parts[0].sval)), node
+        elif isinstance(node, ast.TypeName) and parts and len(parts) == 1:
+            yield (NameKind.TYPE, str(parts[0].sval)), node
+
+
+def _qualify_names(select: Any, qualification: Qualification) -> None:
+    """Write the schema *qualification* gives in front of every name ``_unqualified`` finds."""
+    for (kind, name), node in _unqualified(select):
+        schema = qualification.get((kind, name))
+        if schema is None:
+            continue
+        if kind is NameKind.RELATION:
+            node.schemaname = schema
+        elif kind is NameKind.FUNCTION:
+            node.funcname = (ast.String(sval=schema), ast.String(sval=name))
+        else:
+            node.names = (ast.String(sval=schema), ast.String(sval=name))
 
 
 def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]],
@@ -324,9 +409,55 @@ def _column_path(node: Any) -> tuple[str, ...] | None:
     return tuple(str(f.sval) for f in fields)
 
 
+def _check_size(written: str) -> None:
+    """Refuse what pglast cannot safely turn into Python objects, before it does.
+
+    Its C parser bounds its own stack (``parse_sql_json`` reports a too deep statement as an
+    error), and the JSON it returns is measured without recursion; only then does ``parse_sql``
+    build the tree.
+    """
+    if "\x00" in written:
+        raise ConditionError("contains a NUL character (\\x00), which PostgreSQL cannot store")
+    if len(written) > MAX_LENGTH:
+        raise ConditionError(f"is {len(written):,} characters long; a condition may have at most {MAX_LENGTH:,}")
+    try:
+        written.encode()
+    except UnicodeEncodeError as exc:
+        raise ConditionError(f"contains {written[exc.start]!r}, half of a UTF-16 surrogate pair, which is not text"
+                             ) from None
+    try:
+        tree = parse_sql_json(_PREFIX + written)
+    except ParseError as exc:
+        if str(exc.args[0]).startswith(_PARSER_OVERFLOWS):
+            raise ConditionError(_TOO_DEEP) from None
+        return  # a plain syntax error: parse_sql reports it with its position
+    if _node_depth(tree) > MAX_DEPTH:
+        raise ConditionError(_TOO_DEEP)
+
+
+def _node_depth(tree: str) -> int:
+    """How deeply nodes nest in pglast's JSON *tree* (a node is a key such as ``"A_Expr":``), without recursion."""
+    opened: list[bool] = []  # per open bracket: True when it holds a node's fields
+    depth = deepest = 0
+    node = False
+    for token in _JSON_TOKEN.finditer(tree):
+        text = token.group()
+        if text in ("{", "["):
+            opened.append(node)
+            depth += node
+            deepest = max(deepest, depth)
+            node = False
+        elif text in ("}", "]"):
+            depth -= opened.pop()
+        else:
+            node = token.group(2) is not None and token.group(1)[:1].isupper()
+    return deepest
+
+
 def _parse_single_select(written: str) -> Any:
     if not written.strip():
         raise ConditionError("is empty")
+    _check_size(written)
     try:
         statements = parse_sql(_PREFIX + written)
     except ParseError as exc:

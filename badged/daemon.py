@@ -3,17 +3,31 @@
 A level-based control loop, in the manner of a Kubernetes controller:
 
 * it wakes on a source change, on the resync timer (default 60 s, which also
-  repairs drift made by hand), or on a retry after a temporary failure;
+  repairs drift made by hand), or on a retry after a failure;
 * it re-reads the whole badge.json and compares its hash (events are only hints);
-* a *temporary* failure (database down, lock timeout) is retried with exponential
-  backoff and full jitter, capped at 30 s: never a crash loop, never a spin;
-* a *permanent* one (invalid badge.json, missing table) changes nothing, so the last
-  good state stays applied, makes /readyz fail, and waits for the next change or
-  resync;
-* SIGTERM/SIGINT end it within 2 s: a reconcile in flight gets a moment to commit,
-  then is cancelled (its transaction rolls back), and the process exits 0;
-* after the first success, a thread finishes every second the badge checks that
-  triggers deferred rather than wait on another transaction (``recheck``).
+* a *temporary* failure (database down, lock or statement timeout, deadlock) is
+  retried with exponential backoff and full jitter, capped at 30 s: never a crash
+  loop, never a spin; after a lock timeout the first retry waits several
+  lock_timeouts, so that retries do not queue the application's writes again and again;
+* a *permanent* one about badge.json (invalid, missing table) changes nothing, so
+  the last good state stays applied, makes /readyz fail, and waits for the next
+  change or resync; one the database causes (a missing right: ``cause`` is set) is
+  retried with backoff, since nothing announces the GRANT that fixes it;
+* anything else (a bug, an unexpected exception) is recovered where the loop is, as
+  controller-runtime recovers a panic: logged with its traceback, /readyz fails with
+  the reason, and the pass is retried with backoff. Only SIGTERM/SIGINT end the loop;
+* a pass that runs longer than ``statement_timeout + lock_timeout + 5 s`` is stalled
+  (PostgreSQL would have ended any statement by then, so the network holds it up):
+  /readyz fails from that moment, and its connection is cut so that it fails and is
+  retried;
+* SIGTERM/SIGINT end it with exit 0 within a few seconds, even when the network
+  stalls: a reconcile in flight gets 1 s to commit, then is cancelled (its transaction
+  rolls back); if the cancel request does not get through, the connection is cut, and
+  a worker that still does not return is left behind;
+* after the first success, background tasks start: the drain of deferred badge
+  checks (``recheck``) and the webhook sink. They, the watch of the source and the
+  HTTP server are supervised: one that dies makes /readyz fail naming it, is counted
+  in ``badged_task_failures_total{task}``, and is started again with backoff.
 
 Reconciles run in a worker thread with one persistent connection; the event loop
 only waits. Several replicas are safe: the advisory lock in ``reconcile`` makes one
@@ -27,16 +41,18 @@ import contextlib
 import hashlib
 import random
 import signal
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import structlog
 
 from badged.backoff import Backoff
-from badged.db import connect, describe
-from badged.errors import BadgedError, ConnectionFailed, PermanentError, SourceError, SpecError, TemporaryError
+from badged.db import connect, describe, sever
+from badged.errors import BadgedError, Cause, ConnectionFailed, PermanentError, SourceError, SpecError, TemporaryError
 from badged.health import Health, HealthServer
 from badged.metrics import Metrics
 from badged.recheck import Drained, RecheckWorker
@@ -50,6 +66,23 @@ log = structlog.get_logger("badged.daemon")
 
 #: How long a reconcile in flight may go on after SIGTERM before it is cancelled.
 SHUTDOWN_GRACE_S = 1.0
+#: How long the cancel request may take (it opens a connection of its own, which a stalled network holds up).
+CANCEL_TIMEOUT_S = 0.5
+#: After the connection was cut, how long to wait for the worker before leaving it behind.
+ABANDON_AFTER_S = 0.5
+#: A pass running longer than statement_timeout + lock_timeout + this is stalled.
+STALL_SLACK_S = 5.0
+#: After a lock timeout, the backoff starts at this many lock_timeouts (each try queues app writes that long).
+LOCK_BACKOFF_FACTOR = 4.0
+#: How often the supervisor looks at the background tasks.
+SUPERVISE_INTERVAL_S = 0.25
+#: A task that ran this long before dying starts its restart backoff afresh.
+TASK_HEALTHY_S = 60.0
+#: Errors after which the reconcile connection is replaced (a new one may reach another server, or the same anew).
+_NEW_CONNECTION = frozenset({Cause.CONNECTION, Cause.RESOURCES, Cause.READ_ONLY})
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,45 @@ class DaemonOptions:
     webhook: WebhookOptions | None = None
     #: how often to finish the badge checks triggers deferred (see ``recheck``)
     recheck_seconds: float = 1.0
+    #: a pass running longer than this is stalled; None: statement_timeout + lock_timeout + STALL_SLACK_S
+    stall_seconds: float | None = None
+
+    @property
+    def stall_after(self) -> float:
+        if self.stall_seconds is not None:
+            return self.stall_seconds
+        return (self.settings.statement_timeout_ms + self.settings.lock_timeout_ms) / 1000 + STALL_SLACK_S
+
+
+@dataclass
+class _Task:
+    """A background task of the daemon, which the supervisor starts again when it dies."""
+
+    name: str
+    #: what ended it (an exception), or None while it runs
+    failure: Callable[[], BaseException | None]
+    #: start a new one in its place
+    restart: Callable[[], None]
+    backoff: Backoff = field(default_factory=Backoff)
+    started: float = field(default_factory=time.monotonic)
+    died: BaseException | None = None
+    restart_at: float = 0.0
+
+
+class _Abandoned(Exception):
+    """Shutting down: the reconcile worker did not return in time and was left behind."""
+
+
+class _Recheck(RecheckWorker):
+    """``recheck``'s worker, keeping what ended its thread: its loop retries database errors, nothing else."""
+
+    failure: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            super()._run()
+        except Exception as exc:  # reported and restarted by the daemon's supervisor
+            self.failure = exc
 
 
 class Daemon:
@@ -73,49 +145,88 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._backoff = Backoff()
+        self._lock_backoff = Backoff(base=max(1.0, LOCK_BACKOFF_FACTOR * options.settings.lock_timeout_ms / 1000))
         self._retry_after: float | None = None
         self._last_digest: str | None = None
         self._parsed: tuple[str, tuple[Badge, ...]] | None = None
         self._last_ok = False
         self._conn: psycopg.Connection[Any] | None = None
+        #: when the pass in flight started its reconcile (monotonic), for the stall check
+        self._pass_started: float | None = None
+        self._worker_running = False
+        self._server: HealthServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._forwarder: WebhookForwarder | None = None
-        self._recheck: RecheckWorker | None = None
+        self._recheck: _Recheck | None = None
+        self._badges: tuple[Badge, ...] = ()
+        self._tasks: dict[str, _Task] = {}
+        self.health.add_check("reconcile", self._stalled)
+        self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def http_port(self) -> int | None:
+        """The port /healthz, /readyz and /metrics are served on (None without --http)."""
+        return self._server.port if self._server else None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        server = HealthServer(self.options.http, self.health, self.metrics) if self.options.http else None
-        if server:
-            server.start()
-        watcher = asyncio.create_task(self._watch(), name="badged-watch")
+        if self.options.http:
+            self._server = HealthServer(self.options.http, self.health, self.metrics)
+            self._server.start()
+            # restarted on the same address: while it is down the probes cannot connect (the kubelet counts that)
+            self._supervise("http", lambda: self._server.failure if self._server else None, self._restart_http)
+        self._watcher = asyncio.create_task(self._watch(), name="badged-watch")
+        # restarted: watching is level-based, a new watch and a pass (the wake below) miss nothing
+        self._supervise("watch", self._watch_failure, self._restart_watch)
+        supervisor = asyncio.create_task(self._supervisor(), name="badged-supervisor")
         log.info("daemon.started", source=self.source.description, dsn=describe(self.options.dsn),
                  resync_seconds=self.options.resync_seconds, schema=self.options.settings.schema,
-                 prefix=self.options.settings.prefix)
+                 prefix=self.options.settings.prefix, stall_after=self.options.stall_after)
         try:
             reason = "startup"
             while not self._stop.is_set():
-                await self._pass(reason)
+                try:
+                    await self._pass(reason)
+                except Exception as exc:  # recovered here, once, like controller-runtime recovers a panic
+                    self._crashed(exc)
                 reason = await self._sleep()
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            if self._forwarder:
-                self._forwarder.stop(timeout=0.5)
-            if self._recheck:
-                self._recheck.stop(timeout=0.5)
-            if server:
-                server.stop()
-            self._close()
-            log.info("daemon.stopped")
+            await self._shutdown(supervisor)
         return 0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("daemon.stopping", signal=sig.name)
         self._stop.set()
+
+    async def _shutdown(self, supervisor: asyncio.Task[None]) -> None:
+        """Stop everything, each step bounded and none able to turn the exit code into 1."""
+        supervisor.cancel()
+        tasks: list[asyncio.Task[None]] = [supervisor]
+        if self._watcher is not None:
+            self._watcher.cancel()
+            tasks.append(self._watcher)
+        with contextlib.suppress(Exception):
+            await asyncio.wait(tasks, timeout=1.0)
+        forwarder, recheck, server = self._forwarder, self._recheck, self._server
+        steps: list[Callable[[], None]] = []
+        if forwarder is not None:  # threads a stalled network holds up are left behind (daemon threads)
+            steps.append(lambda: forwarder.stop(timeout=0.25))
+        if recheck is not None:
+            steps.append(lambda: recheck.stop(timeout=0.25))
+        if server is not None:
+            steps.append(server.stop)
+        steps.append(self._close_at_exit)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("daemon.stop_step_failed", error=_describe(exc))
+        log.info("daemon.stopped")
 
     async def _watch(self) -> None:
         async for _ in self.source.changes(self._stop):
@@ -160,7 +271,7 @@ class Daemon:
         else:
             try:
                 badges = parse_badges(text, source=self.source.description, prefix=self.options.settings.prefix,
-                                      allow_empty=self.options.allow_empty)
+                                      allow_empty=self.options.allow_empty, schema=self.options.settings.schema)
             except SpecError as exc:
                 self._failed("source.invalid", exc, metric_reason="invalid")
                 return
@@ -169,57 +280,110 @@ class Daemon:
         started = time.monotonic()
         try:
             outcome = await self._reconcile(badges)
-        except TemporaryError as exc:
-            self._retry_after = self._backoff.next_delay()
-            self.metrics.reconcile_total.labels("retry").inc()
-            self._failed("reconcile.retry", exc, retry_in=round(self._retry_after, 2))
+        except _Abandoned:
             return
-        except PermanentError as exc:
-            self.metrics.reconcile_total.labels("error").inc()
-            self._failed("reconcile.failed", exc)
+        except BadgedError as exc:
+            if isinstance(exc, PermanentError) and exc.cause is None:
+                # badge.json does not fit: nothing to retry until it changes (or the resync comes)
+                self.metrics.reconcile_total.labels("error").inc()
+                self._failed("reconcile.failed", exc)
+                return
+            # temporary, or refused by the database (a missing right), where no event announces the fix
+            self._retry_after = self._retry_delay(exc)
+            temporary = isinstance(exc, TemporaryError)
+            self.metrics.reconcile_total.labels("retry" if temporary else "error").inc()
+            self._failed("reconcile.retry" if temporary else "reconcile.failed", exc,
+                         cause=exc.cause, retry_in=round(self._retry_after, 2))
             return
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
         self._succeeded(outcome, reason)
-        self._recheck_with(badges)
+        self._start_background(badges)
+
+    def _retry_delay(self, exc: BadgedError) -> float:
+        if exc.cause is Cause.LOCK_TIMEOUT:
+            # each try waits up to lock_timeout with the app's writes queued behind it: space the tries out
+            return self._lock_backoff.next_delay()
+        return self._backoff.next_delay()
+
+    def _crashed(self, exc: Exception) -> None:
+        """An unexpected exception ended the pass: report it, stay alive, retry with backoff."""
+        self._retry_after = delay = self._backoff.next_delay()
+        self._last_ok = False
+        self.metrics.reconcile_total.labels("error").inc()
+        self.metrics.task_failures.labels("reconcile").inc()
+        log.error("daemon.crashed", error=_describe(exc), retry_in=round(delay, 2), exc_info=exc)
+        self.health.set(False, f"the reconcile pass failed unexpectedly ({_describe(exc)}); "
+                               f"retrying in {delay:.1f} s")
 
     def _failed(self, event: str, exc: BadgedError, *, metric_reason: str | None = None, **extra: Any) -> None:
         self._last_ok = False
         if metric_reason:
             self.metrics.source_errors.labels(metric_reason).inc()
         errors = exc.lines() if isinstance(exc, SpecError) else [str(exc)]
+        # /readyz first: whoever reads the log event then finds it already recorded
+        self.health.set(False, errors[0] if len(errors) == 1 else f"{errors[0]} (+{len(errors) - 1} more)")
         log_method = log.warning if isinstance(exc, TemporaryError) else log.error
         log_method(event, errors=errors, source=self.source.description, **extra)
-        self.health.set(False, errors[0] if len(errors) == 1 else f"{errors[0]} (+{len(errors) - 1} more)")
-        self.metrics.ready.set(0)
 
     def _succeeded(self, outcome: Outcome, reason: str) -> None:
         self._last_ok = True
         self._backoff.reset()
+        self._lock_backoff.reset()
         self.metrics.reconcile_total.labels("changed" if outcome.applied else "in_sync").inc()
         for step in outcome.plan.steps:
             self.metrics.changes_applied.labels(step.action.value, step.kind).inc()
             if step.reason.startswith(("drifted", "missing")):
                 self.metrics.drift_repaired.inc()
         self.metrics.last_success.set(time.time())
-        self.metrics.ready.set(1)
         self.health.set(True, f"in sync with {self.source.description} ({outcome.badges} badges)")
-        if self.options.webhook and self._forwarder is None:
-            # after the first success, so badged's tables exist when it starts reading
-            self._forwarder = WebhookForwarder(self.options.dsn, self.options.settings, self.options.webhook,
-                                               self.metrics)
-            self._forwarder.start()
         if reason != "resync" or outcome.applied:
             log.debug("daemon.pass", reason=reason, applied=outcome.applied)
 
-    def _recheck_with(self, badges: tuple[Badge, ...]) -> None:
-        """Finish deferred checks with the badges just reconciled (started after the first success)."""
+    # -- background tasks, started after the first success (badged's tables exist then) ---------
+
+    def _start_background(self, badges: tuple[Badge, ...]) -> None:
+        self._badges = badges
+        if self.options.webhook and self._forwarder is None:
+            self._restart_webhook()
+            # restarted: its position lives in the consumer group; the batch in hand is sent again
+            self._supervise("webhook", lambda: self._forwarder.failure if self._forwarder else None,
+                            self._restart_webhook)
         if self._recheck is None:
-            options = self.options
-            self._recheck = RecheckWorker(lambda: connect(options.dsn, options.settings), options.settings,
-                                          options.recheck_seconds, on_drained=self._record_recheck)
-            self._recheck.start()
+            self._restart_recheck()
+            # restarted: every pass reads the recheck table anew
+            self._supervise("recheck", lambda: self._recheck.failure if self._recheck else None,
+                            self._restart_recheck)
+        assert self._recheck is not None
         self._recheck.use(badges)
+
+    def _restart_webhook(self) -> None:
+        assert self.options.webhook is not None
+        self._forwarder = WebhookForwarder(self.options.dsn, self.options.settings, self.options.webhook,
+                                           self.metrics)
+        self._forwarder.start()
+
+    def _restart_recheck(self) -> None:
+        options = self.options
+        self._recheck = _Recheck(lambda: connect(options.dsn, options.settings), options.settings,
+                                 options.recheck_seconds, on_drained=self._record_recheck)
+        self._recheck.use(self._badges)
+        self._recheck.start()
+
+    def _restart_http(self) -> None:
+        if self._server is not None:
+            self._server = self._server.restarted()
+            self._server.start()
+
+    def _restart_watch(self) -> None:
+        self._watcher = asyncio.create_task(self._watch(), name="badged-watch")
+        self._wake.set()  # changes may have been missed meanwhile: read the source again
+
+    def _watch_failure(self) -> BaseException | None:
+        task = self._watcher
+        if task is None or not task.done() or self._stop.is_set() or task.cancelled():
+            return None
+        return task.exception() or RuntimeError(f"the watch of {self.source.description} ended")
 
     def _record_recheck(self, drained: Drained) -> None:
         for result, count in drained.counts.items():
@@ -228,35 +392,188 @@ class Daemon:
         self.metrics.rechecks_pending.set(drained.left)
         self.metrics.recheck_oldest.set(drained.oldest or 0.0)
 
+    # -- supervision --------------------------------------------------------------------------
+
+    def _supervise(self, name: str, failure: Callable[[], BaseException | None], restart: Callable[[], None]) -> None:
+        task = self._tasks[name] = _Task(name, failure, restart)
+        self.metrics.task_up.labels(name).set(1)
+        self.health.add_check(name, lambda: (f"the {name} task died ({_describe(task.died)}); restarting"
+                                             if task.died is not None else None))
+
+    async def _supervisor(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._check_tasks()
+            except Exception as exc:  # the supervisor itself must not die
+                log.error("daemon.supervisor_failed", error=_describe(exc), exc_info=exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SUPERVISE_INTERVAL_S)
+
+    def _check_tasks(self) -> None:
+        now = time.monotonic()
+        for task in list(self._tasks.values()):
+            if task.died is None:
+                failure = task.failure()
+                if failure is None:
+                    continue
+                if now - task.started > TASK_HEALTHY_S:
+                    task.backoff.reset()
+                delay = task.backoff.next_delay()
+                task.died, task.restart_at = failure, now + delay
+                self.metrics.task_failures.labels(task.name).inc()
+                self.metrics.task_up.labels(task.name).set(0)
+                log.error("task.died", task=task.name, error=_describe(failure), retry_in=round(delay, 2),
+                          exc_info=failure)
+            elif now >= task.restart_at and not self._stop.is_set():
+                try:
+                    task.restart()
+                except Exception as exc:
+                    delay = task.backoff.next_delay()
+                    task.died, task.restart_at = exc, now + delay
+                    log.error("task.restart_failed", task=task.name, error=_describe(exc), retry_in=round(delay, 2))
+                    continue
+                task.died, task.started = None, now
+                self.metrics.task_up.labels(task.name).set(1)
+                log.info("task.restarted", task=task.name)
+
+    # -- the reconcile worker -----------------------------------------------------------------
+
+    def _stalled(self) -> str | None:
+        started = self._pass_started
+        if started is None:
+            return None
+        running, bound = time.monotonic() - started, self.options.stall_after
+        if running <= bound:
+            return None
+        return (f"a pass has been running for {running:.0f} s, longer than {bound:g} s: the database or the network "
+                "is stalled")
+
     async def _reconcile(self, badges: tuple[Badge, ...]) -> Outcome:
-        work = asyncio.ensure_future(asyncio.to_thread(self._reconcile_blocking, badges))
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not work.done():
-            # Shutting down: let the transaction finish if it is about to, else cancel it
-            # (PostgreSQL rolls it back) so we exit well within the 2 s budget.
-            done, _ = await asyncio.wait({work}, timeout=SHUTDOWN_GRACE_S)
-            if not done and self._conn is not None:
-                self._conn.cancel_safe(timeout=0.5)
-        return await work
+        self._pass_started = time.monotonic()
+        self._worker_running = True
+        work = _in_thread(self._reconcile_blocking, badges)
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({work, stopping}, timeout=self.options.stall_after,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stalled = not done
+            if stalled:
+                # PostgreSQL would have ended any one statement by now: the network holds the pass up
+                log.warning("reconcile.stalled", seconds=round(time.monotonic() - self._pass_started, 1),
+                            bound=self.options.stall_after)
+                self._cut()
+                await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await self._wind_down(work)
+            try:
+                return await work
+            except ConnectionFailed as exc:
+                if not stalled:
+                    raise
+                raise ConnectionFailed(
+                    f"cannot reconcile: the pass stalled, the database did not answer for "
+                    f"{self.options.stall_after:g} s (the network or the server is stalled), so its connection "
+                    f"was cut; retry later ({exc})") from None
+        finally:
+            stopping.cancel()
+            self._pass_started = None
+
+    async def _wind_down(self, work: asyncio.Future[Outcome]) -> None:
+        """Shutting down: let the transaction finish if it is about to, else cancel it (PostgreSQL rolls it
+        back); if the cancel request does not get through (a stalled network), cut the connection; leave a
+        worker behind that still does not return. Raise _Abandoned in that case."""
+        done, _ = await asyncio.wait({work}, timeout=SHUTDOWN_GRACE_S)
+        if done:
+            return
+        conn = self._conn
+        if conn is not None:
+            await asyncio.wait({_in_thread(_cancel_quietly, conn)}, timeout=CANCEL_TIMEOUT_S + 0.2)
+            done, _ = await asyncio.wait({work}, timeout=0.2)
+            if done:
+                return
+            log.warning("daemon.cut", reason="the reconcile in flight did not end after a cancel request")
+            sever(conn)
+        done, _ = await asyncio.wait({work}, timeout=ABANDON_AFTER_S)
+        if not done:
+            log.warning("daemon.abandoned", reason="the reconcile worker did not return; exiting without it")
+            raise _Abandoned
+
+    def _cut(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            sever(conn)
 
     def _reconcile_blocking(self, badges: tuple[Badge, ...]) -> Outcome:
-        settings = self.options.settings
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._close()
-            self._conn = connect(self.options.dsn, settings)
         try:
-            return reconcile(self._conn, badges, settings, apply=True)
-        except ConnectionFailed:
-            self._close()
-            raise
+            settings = self.options.settings
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._close()
+                self._conn = connect(self.options.dsn, settings)
+            try:
+                return reconcile(self._conn, badges, settings, apply=True)
+            except BaseException as exc:
+                if not isinstance(exc, BadgedError) or exc.cause in _NEW_CONNECTION:
+                    self._close()  # lost, or in a state nobody can vouch for: start the next pass afresh
+                raise
+        finally:
+            self._worker_running = False
 
     def _close(self) -> None:
+        """Close the reconcile connection (from the worker, or when no worker runs)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+    def _close_at_exit(self) -> None:
+        if self._worker_running:
+            self._cut()  # a worker left behind still uses it: cut it, never free it under its feet
+            self._conn = None
+        else:
+            self._close()
+
+
+def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> asyncio.Future[_T]:
+    """Run *fn* in a daemon thread of its own: unlike asyncio.to_thread's pool, one that a stalled network
+    holds up never keeps the process from exiting."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            outcome: tuple[_T | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the daemon has exited without us
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=f"badged-{getattr(fn, '__name__', 'work').strip('_')}", daemon=True).start()
+    return future
+
+
+def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Ask the server to cancel what *conn* runs; a cancel that fails or times out is not an error here."""
+    try:
+        conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
+    except Exception as exc:
+        log.info("daemon.cancel_failed", error=_describe(exc))
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_daemon(source: Source, options: DaemonOptions) -> int:

@@ -67,7 +67,8 @@ def _run(dsn: str, settings: Settings, say: _Printer) -> None:
         app.execute((_DATA / "schema.sql").read_text())
 
         say.step("badged reconcile --once  (badge.json from the seed)")
-        badges = parse_badges((_DATA / "badge.json").read_text(), source="badge.json", prefix=settings.prefix)
+        badges = parse_badges((_DATA / "badge.json").read_text(), source="badge.json", prefix=settings.prefix,
+                              schema=settings.schema)
         for badge in badges:
             say.line(f"{badge.name:<10} on {badge.event.value} of {badge.table}: {badge.condition.written}")
         outcome = reconcile(app, badges, settings, apply=True)

@@ -38,14 +38,18 @@ from badged.awarding import award_table, notify_payload
 from badged.catalog import Table
 from badged.condition import Event, shared_select
 from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
+from badged.names import PINNED_SEARCH_PATH
 from badged.routines import FunctionName, Routines
 from badged.settings import Settings
 from badged.spec import Badge
 
 
 def function_search_path(table: Table) -> tuple[str, ...]:
-    """The search_path every trigger function (and everything that evaluates conditions like it) runs with."""
-    return ("pg_catalog", table.schema, "pg_temp")
+    """The search_path every trigger function (and everything that evaluates conditions like it) runs with.
+
+    The same for every table: nothing an application role can create objects in (see ``names``).
+    """
+    return PINNED_SEARCH_PATH
 
 
 def reads_other_rows(badge: Badge, routines: Routines, search_path: tuple[str, ...]) -> bool:
@@ -105,13 +109,21 @@ def compile_body(badges: tuple[Badge, ...], context: BodyContext) -> tuple[str, 
     sections: dict[str, list[Badge]] = {}
     for badge in badges:
         sections.setdefault(badge.user_field, []).append(badge)
-    body = _block(_FUNCTION_BODY, 0).format(sections=sql.SQL("\n\n").join(
+    body = _block(_FUNCTION_BODY, 0).format(guard=_guard(context), sections=sql.SQL("\n\n").join(
         _section(tuple(members), user_field, context, alone=len(badges) == 1)
         for user_field, members in sections.items()
     ))
     probes = tuple(_text(probe) for members in sections.values()
                    if (probe := _query_checks_probe(tuple(members), context)) is not None)
     return "\n" + _text(body) + "\n", probes
+
+
+def _guard(context: BodyContext) -> sql.Composed:
+    """Refuse to run for any table, event or level but the function's own (see ``_GUARD``)."""
+    return _block(_GUARD, 4).format(
+        op=sql.Literal(context.event.value.upper()), name=sql.Literal(context.table.name),
+        schema=sql.Literal(context.table.schema), table=sql.Literal(context.table.display),
+        regclass=sql.Literal(sql.Identifier(context.table.schema, context.table.name).as_string(None)))
 
 
 def changed(columns: tuple[str, ...]) -> str:
@@ -350,9 +362,25 @@ _FUNCTION_BODY = """
         _badged_award bigint;
         _badged_code text;
     BEGIN
+    {guard}
     {sections}
         RETURN NULL;
     END
+"""
+
+# The function may be attached to any table by anyone who may execute it (EXECUTE is
+# revoked from PUBLIC, but a superuser or an owner could): it then refuses to award
+# anything. TG_TABLE_NAME is a partition's own name when the trigger was cloned onto
+# one, so a different name is checked against the table's partitions before refusing.
+_GUARD = """
+    IF TG_OP <> {op} OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER'
+        OR ((TG_TABLE_NAME <> {name} OR TG_TABLE_SCHEMA <> {schema})
+            AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_ancestors(TG_RELID) AS a
+                            WHERE a.relid OPERATOR(pg_catalog.=) {regclass}::pg_catalog.regclass)) THEN
+        RAISE EXCEPTION 'badged: % serves AFTER % FOR EACH ROW on %, not % % FOR EACH % on %.%',
+            TG_NAME, {op}, {table}, TG_WHEN, TG_OP, TG_LEVEL, TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
 """
 
 _SECTION = """

@@ -14,27 +14,37 @@ over and the position advanced in one transaction holding the group's row
 without duplicates, and a crash before commit hands the batch out again
 (at-least-once; exact across clean stops).
 
-Connection loss is retried with backoff; a DSN whose LISTEN never hears its own
-NOTIFY (a transaction-mode PgBouncer) is a clear error.
+Temporary database errors (by SQLSTATE, see ``db_errors``: a lost connection, a
+restart, a timeout) are retried with backoff on new connections; permanent ones (a
+missing right) end the iteration with a clear error, as does a DSN whose LISTEN never
+hears its own NOTIFY (a transaction-mode PgBouncer).
+
+``close()`` lets the batch in hand finish and its position be saved; a query still
+unanswered ``CLOSE_GRACE_S`` later (a stalled proxy answers nothing and closes
+nothing) has its connection cut (``db.sever``): the batch is rolled back and handed
+out again later, and the iteration ends all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import psycopg
 import structlog
-from psycopg import sql
+from psycopg import pq, sql
 
 from badged.awarding import AWARD_TABLE
 from badged.backoff import Backoff
-from badged.db import connect
-from badged.errors import ConfigError, ConnectionFailed, PermanentError
+from badged.db import connect, sever
+from badged.db_errors import translate
+from badged.errors import BadgedError, ConfigError, PermanentError, TemporaryError
 from badged.events import AwardEvent, Position
 from badged.render import BADGE_TABLE, GROUP_TABLE
 from badged.settings import Settings
@@ -43,6 +53,8 @@ log = structlog.get_logger("badged.listen")
 
 #: How long to wait for our own NOTIFY before deciding LISTEN cannot work here.
 LISTEN_PROBE_TIMEOUT_S = 3.0
+#: After close(), how long the batch in hand may take before the connections are cut.
+CLOSE_GRACE_S = 2.0
 
 
 class Subscription:
@@ -63,10 +75,40 @@ class Subscription:
         self._closed = threading.Event()
         self._position: Position | None = None
         self._sql = _Statements(self.settings)
+        #: the connections of the session in progress, for close() to cut if the network stalls
+        self._live: set[psycopg.Connection[Any]] = set()
+        self._live_lock = threading.Lock()
 
     def close(self) -> None:
-        """Stop after the batch in hand (its position is saved first)."""
+        """Stop after the batch in hand (its position is saved first); a query the network still holds up
+        CLOSE_GRACE_S later is cut.
+
+        Safe from a signal handler and from another thread: it only sets a flag and starts a timer.
+        """
+        if self._closed.is_set():
+            return
         self._closed.set()
+        timer = threading.Timer(CLOSE_GRACE_S, self._sever)
+        timer.daemon = True
+        timer.start()
+
+    def _sever(self) -> None:
+        """From the grace's end until the session ends: cut a connection that waits on the database.
+
+        Only one with a query in flight (ACTIVE): a consumer still busy with the events in hand is left
+        to finish them, and to save the position.
+        """
+        while True:
+            with self._live_lock:
+                live = list(self._live)
+            if not live:
+                return
+            for conn in live:
+                if conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    log.warning("listen.severed", reason=f"a query was still waiting on the database "
+                                                         f"{CLOSE_GRACE_S:g} s after close(): the connection was cut")
+                    sever(conn)
+            time.sleep(0.25)
 
     @property
     def closed(self) -> bool:
@@ -79,13 +121,18 @@ class Subscription:
         while not self.closed:
             try:
                 yield from self._session(backoff)
-            except (psycopg.OperationalError, ConnectionFailed) as exc:
+            except (psycopg.Error, BadgedError) as exc:
+                error = translate(exc, "read awards") if isinstance(exc, psycopg.Error) else exc
+                if self.closed:
+                    return  # cut by close(): nothing to retry
+                if not isinstance(error, TemporaryError):
+                    raise error from None
                 delay = backoff.next_delay()
-                log.warning("listen.reconnect", error=str(exc).strip().splitlines()[0], retry_in=round(delay, 2))
+                log.warning("listen.reconnect", error=str(error), cause=error.cause, retry_in=round(delay, 2))
                 self._closed.wait(delay)
 
     def _session(self, backoff: Backoff) -> Iterator[AwardEvent]:
-        with connect(self.dsn, self.settings) as work, connect(self.dsn, self.settings) as bell:
+        with self._connect() as work, self._connect() as bell:
             bell.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.settings.channel)))
             self._require_schema(work)
             self._probe_listen(work, bell)
@@ -101,6 +148,19 @@ class Subscription:
                 else:
                     yield from self._drain_group(work)
                 self._wait_for_doorbell(bell)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of this session, which close() may cut; closed at the end."""
+        conn = connect(self.dsn, self.settings, stop=self._closed)
+        with self._live_lock:
+            self._live.add(conn)
+        try:
+            with conn:
+                yield conn
+        finally:
+            with self._live_lock:
+                self._live.discard(conn)
 
     def _wait_for_doorbell(self, bell: psycopg.Connection[Any]) -> None:
         """Return on a notification, after poll_interval, or soon after close()."""

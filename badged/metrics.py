@@ -42,5 +42,10 @@ class Metrics:
             registry=r)
         self.recheck_oldest = Gauge(
             "badged_recheck_oldest_seconds", "Age of the oldest deferred badge check (0 when none)", registry=r)
-        self.ready = Gauge("badged_ready", "1 when the last reconcile succeeded and the source was readable",
-                           registry=r)
+        self.ready = Gauge("badged_ready", "1 when /readyz answers 200: the last reconcile succeeded, the source "
+                           "was readable, no pass is stalled and no background task is dead", registry=r)
+        self.task_failures = Counter(
+            "badged_task_failures", "Background tasks of badged run that died with an exception, by task (each "
+            "is started again with backoff; reconcile: a pass that failed unexpectedly)", ["task"], registry=r)
+        self.task_up = Gauge("badged_task_up", "1 while a background task of badged run runs, 0 while it is dead",
+                             ["task"], registry=r)

@@ -84,6 +84,20 @@ class Plan:
     def in_sync(self) -> bool:
         return not self.steps
 
+    @property
+    def before_tables(self) -> Plan:
+        """The steps that lock no application table: all up to the first trigger step."""
+        return Plan(self.steps[:self._first_trigger_step])
+
+    @property
+    def on_tables(self) -> Plan:
+        """Trigger DDL (which locks its table until commit) and what must follow it."""
+        return Plan(self.steps[self._first_trigger_step:])
+
+    @property
+    def _first_trigger_step(self) -> int:
+        return next((i for i, step in enumerate(self.steps) if step.kind == "trigger"), len(self.steps))
+
     def count(self, action: Action) -> int:
         return sum(1 for step in self.steps if step.action is action)
 
@@ -99,12 +113,14 @@ def diff(desired: Desired, catalog: Catalog, settings: Settings) -> Plan:
     """Everything that must change, in the order it must run."""
     _refuse_foreign_conflicts(desired, catalog)
     changed = _changed_badges(desired, catalog)
+    # Only trigger DDL locks the application's tables (until commit): it comes last, after
+    # everything that takes time (functions, registry rows, the checks of what was created).
     steps = [
         *_bootstrap_steps(catalog, settings),
         *_function_steps(desired, catalog, changed),
-        *_trigger_steps(desired, catalog, changed),
-        *_orphan_function_steps(desired, catalog),
         *_badge_row_steps(desired, catalog, settings),
+        *_trigger_steps(desired, catalog, changed),
+        *_orphan_function_steps(desired, catalog),  # after the triggers that call them are dropped
     ]
     return Plan(tuple(steps))
 
@@ -185,7 +201,7 @@ def _function_steps(desired: Desired, catalog: Catalog, changed: frozenset[str])
             continue
         reason, badges = (drift, function.badges) if drift.startswith("drifted") else \
             _why_rewritten(function.badges, found.comment, changed)
-        statements = function.create()
+        statements = function.create() + revoke_executors(function, found)
         if found.returns != "trigger" or found.language != "plpgsql":
             # CREATE OR REPLACE cannot change the return type or language.
             statements = function.drop() + statements
@@ -195,6 +211,15 @@ def _function_steps(desired: Desired, catalog: Catalog, changed: frozenset[str])
 
 def _new(badges: tuple[str, ...]) -> str:
     return ("new badge " if len(badges) == 1 else "new badges ") + ", ".join(badges)
+
+
+def revoke_executors(desired: FunctionDef, actual: ActualFunction) -> list[sql.Composable]:
+    """Take EXECUTE back from every role granted it by hand (``create`` revokes it from PUBLIC)."""
+    roles = [role for role in actual.executors if role != "PUBLIC"]
+    if not roles:
+        return []
+    return [sql.SQL("REVOKE ALL ON FUNCTION {}() FROM {}").format(
+        desired.qualified, sql.SQL(", ").join(map(sql.Identifier, roles)))]
 
 
 def function_drift(desired: FunctionDef, actual: ActualFunction) -> str | None:
@@ -208,11 +233,15 @@ def function_drift(desired: FunctionDef, actual: ActualFunction) -> str | None:
         differences.append("search_path changed by hand")
     if actual.returns != "trigger" or actual.language != "plpgsql":
         differences.append(f"redefined by hand as a {actual.language} function returning {actual.returns}")
+    if actual.executors:
+        differences.append(f"EXECUTE granted to {', '.join(actual.executors)}")
     if actual.comment != desired.comment and not differences:
         differences.append("comment changed by hand")
     if not differences:
         return None
-    if _written_by_badged(actual) and actual.security_definer and actual.language == "plpgsql":
+    rewritten = (actual.body, actual.search_path, actual.comment) != (desired.body, desired.search_path,
+                                                                       desired.comment)
+    if rewritten and _written_by_badged(actual) and actual.security_definer and actual.language == "plpgsql":
         return "badge.json changed"
     return "drifted: " + "; ".join(differences)
 

@@ -36,10 +36,11 @@ from psycopg.rows import dict_row
 
 from badged.awarding import award_statement, held_statement
 from badged.backoff import Backoff
-from badged.catalog import Table, read_routines, resolve_tables
+from badged.catalog import Table, read_names, read_routines, resolve_tables
 from badged.errors import BadgedError, ConnectionFailed
 from badged.function_body import function_search_path, needs_function_lock
 from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
+from badged.qualify import qualify_badges, wanted_names
 from badged.render import object_name, trigger_kind
 from badged.routines import Routines
 from badged.settings import Settings
@@ -109,7 +110,7 @@ def drain(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Se
             if not entries:
                 break
             if context is None:  # only when there is work: resolving tables and routines costs queries
-                context = _Badges.read(conn, badges)
+                context = _Badges.read(conn, badges, settings)
             for entry in entries:
                 total.counts[_finish(conn, entry, context, settings, total)] += 1
             after = entries[-1].id
@@ -147,8 +148,12 @@ class _Badges:
     routines: Routines
 
     @classmethod
-    def read(cls, conn: psycopg.Connection[Any], badges: tuple[Badge, ...]) -> _Badges:
+    def read(cls, conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings) -> _Badges:
         tables = resolve_tables(conn, (badge.table for badge in badges))
+        # evaluated as the trigger does: every name qualified (a badge whose names do not resolve
+        # was refused by reconcile; its checks fail here and are dropped with a warning, as the trigger's)
+        badges, _problems = qualify_badges(badges, tables, read_names(conn, *wanted_names(badges, tables)),
+                                           settings.allow_volatile)
         by_code = {badge.code: (badge, table) for badge in badges
                    if (table := tables.get(str(badge.table))) is not None}
         routines = read_routines(conn, {name for badge in badges for _, name in badge.condition.calls})

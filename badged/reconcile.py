@@ -19,9 +19,12 @@ import structlog
 from psycopg import sql
 
 from badged.apply import apply_plan
-from badged.catalog import Table, read_catalog, read_routines, resolve_tables
-from badged.errors import ConnectionFailed, DatabaseMismatch, LockTimeout, Problem
+from badged.catalog import Table, read_catalog, read_names, read_routines, resolve_tables
+from badged.db_errors import translate
+from badged.errors import DatabaseMismatch, LockTimeout, Problem
+from badged.names import PINNED_SEARCH_PATH
 from badged.plan import Action, Plan, diff
+from badged.qualify import qualify_badges, wanted_names
 from badged.render import Desired, render, render_condition_check
 from badged.settings import Settings
 from badged.spec import Badge
@@ -54,31 +57,31 @@ def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings
     try:
         with conn.transaction():
             _set_local_timeouts(conn, settings)
+            superuser = _is_superuser(conn)
             trial = not apply and verify and not _read_only(conn)
             if apply or trial:
                 _lock(conn, settings)
             else:
                 conn.execute("SET TRANSACTION READ ONLY")
             tables = resolve_tables(conn, (badge.table for badge in badges))
-            resolved = check_against_database(conn, badges, tables)
+            badges, resolved = resolve_and_check(conn, badges, tables, settings)
             routines = read_routines(conn, {name for badge in badges for _, name in badge.condition.calls})
             desired = render(badges, resolved, settings, routines)
             plan = diff(desired, read_catalog(conn, settings), settings)
             if apply:
-                statements = apply_plan(conn, plan)
-                check_rendered(conn, desired, plan)
+                statements = apply_and_check(conn, desired, plan)
             else:
                 statements = 0
                 if trial and not plan.in_sync:
                     try_plan(conn, desired, plan)
-    except psycopg.errors.LockNotAvailable as exc:
-        raise LockTimeout(
-            f"another reconcile or a long transaction held a lock too long ({exc.diag.message_primary}); "
-            "nothing was applied, retry later"
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise ConnectionFailed(f"lost the database during reconcile: {str(exc).strip().splitlines()[0]}") from None
+    except psycopg.Error as exc:  # by SQLSTATE: a lost connection, a lock or statement timeout, a missing right
+        raise translate(exc, "reconcile", rolled_back=apply) from None
     outcome = Outcome(plan, apply and not plan.in_sync, statements, time.monotonic() - started, len(badges))
+    if superuser and any(step.kind == "function" and step.action is not Action.DROP for step in plan.steps):
+        log.warning("reconcile.superuser", role=conn.info.user,
+                    why="the trigger functions run as their owner inside every application write: as a superuser, "
+                        "a condition can read any table (pg_authid too); reconcile as the role that owns the "
+                        "watched tables, not a superuser (README, Security)")
     if apply:
         log.info("reconcile.done", badges=len(badges), changes=len(plan.steps), statements=statements,
                  seconds=round(outcome.seconds, 3),
@@ -90,11 +93,22 @@ def try_plan(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> Non
     """Apply *plan* and check what it made, in a savepoint that is always rolled back."""
     try:
         with conn.transaction():
-            apply_plan(conn, plan)
-            check_rendered(conn, desired, plan)
+            apply_and_check(conn, desired, plan)
             raise _RollbackCheck
     except _RollbackCheck:
         pass
+
+
+def apply_and_check(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> int:
+    """Apply *plan*, checking what it created before any application table is locked; return the statements run.
+
+    Trigger DDL locks its table until the transaction ends, so it runs last: the
+    application's writes wait for the triggers' own statements and the commit, never for
+    the functions' creation or their checks.
+    """
+    statements = apply_plan(conn, plan.before_tables)
+    check_rendered(conn, desired, plan)
+    return statements + apply_plan(conn, plan.on_tables)
 
 
 def check_rendered(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> None:
@@ -105,12 +119,18 @@ def check_rendered(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) 
         if f"{function.schema}.{function.name}" not in changed:
             continue
         for probe in function.probes:
-            message = _analysis_error(conn, function.search_path[1], sql.SQL(probe))
+            message = _analysis_error(conn, sql.SQL(probe))
             if message:
                 problems.append(Problem(f"PostgreSQL cannot run the query checking them: {message}",
                                         code=", ".join(function.badges)))
     if problems:
         raise DatabaseMismatch("database", problems)
+
+
+def _is_superuser(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = pg_catalog.current_user()"
+                       ).fetchone()
+    return bool(row and row[0])
 
 
 def _read_only(conn: psycopg.Connection[Any]) -> bool:
@@ -151,9 +171,31 @@ def _set_local_lock_timeout(conn: psycopg.Connection[Any], milliseconds: int) ->
     conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",))
 
 
+def resolve_and_check(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], tables: dict[str, Table | None],
+                      settings: Settings) -> tuple[tuple[Badge, ...], dict[str, Table]]:
+    """*badges* with every name in their conditions qualified (``names``), checked against the database.
+
+    Raise DatabaseMismatch listing every problem: of names, tables, columns and conditions.
+    """
+    schemas, names, calls = wanted_names(badges, tables)
+    known = read_names(conn, schemas, names, calls)
+    badges, problems = qualify_badges(badges, tables, known, settings.allow_volatile)
+    try:
+        resolved = check_against_database(conn, badges, tables, schema=settings.schema)
+    except DatabaseMismatch as exc:
+        raise DatabaseMismatch("database", problems + exc.problems) from None
+    if problems:
+        raise DatabaseMismatch("database", problems)
+    return badges, resolved
+
+
 def check_against_database(conn: psycopg.Connection[Any], badges: tuple[Badge, ...],
-                           tables: dict[str, Table | None]) -> dict[str, Table]:
-    """Every table, user_field and condition must fit the database; raise DatabaseMismatch listing all misfits."""
+                           tables: dict[str, Table | None], *, schema: str) -> dict[str, Table]:
+    """Every table, user_field and condition must fit the database; raise DatabaseMismatch listing all misfits.
+
+    *schema* is badged's own: a table there (``award``, reached through the search_path or
+    written out) or in PostgreSQL's system schemas is never a badge's to watch.
+    """
     problems: list[Problem] = []
     resolved: dict[str, Table] = {}
     checkable: list[tuple[Badge, Table]] = []
@@ -165,6 +207,12 @@ def check_against_database(conn: psycopg.Connection[Any], badges: tuple[Badge, .
             continue
         if table.kind not in ("r", "p"):
             problems.append(Problem(f"{table.display} is not a table; badges watch tables (or partitioned tables)",
+                                    badge.index, badge.code, "trigger_table"))
+            continue
+        if table.schema == schema or table.schema.startswith("pg_") or table.schema == "information_schema":
+            whose = "badged's own" if table.schema == schema else "a system"
+            problems.append(Problem(f"{table.display} is in {whose} schema {table.schema!r}; "
+                                    "a badge watches one of the application's tables",
                                     badge.index, badge.code, "trigger_table"))
             continue
         resolved[str(badge.table)] = table
@@ -216,29 +264,25 @@ def _condition_errors(conn: psycopg.Connection[Any], checks: list[tuple[Badge, T
                       ) -> list[tuple[Badge, str]]:
     """Let PostgreSQL parse and analyse each condition as the trigger function will see it.
 
-    All conditions on tables of one schema are analysed by one PREPARE (a reconcile of
-    1,000 badges is one round trip, not 1,000); only when that fails is each analysed
-    on its own, to tell which badges do not fit.
+    All conditions are analysed by one PREPARE (a reconcile of 1,000 badges is one round
+    trip, not 1,000); only when that fails is each analysed on its own, to tell which
+    badges do not fit.
     """
-    by_schema: dict[str, list[tuple[Badge, Table]]] = {}
-    for badge, table in checks:
-        by_schema.setdefault(table.schema, []).append((badge, table))
+    together = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
+        sql.SQL("({})").format(render_condition_check(badge, table)) for badge, table in checks))
+    if len(checks) > 1 and _analysis_error(conn, together) is None:
+        return []
     errors = []
-    for schema, members in by_schema.items():
-        together = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
-            sql.SQL("({})").format(render_condition_check(badge, table)) for badge, table in members))
-        if len(members) > 1 and _analysis_error(conn, schema, together) is None:
-            continue
-        for badge, table in members:
-            message = _analysis_error(conn, schema, render_condition_check(badge, table))
-            if message:
-                errors.append((badge, message))
+    for badge, table in checks:
+        message = _analysis_error(conn, render_condition_check(badge, table))
+        if message:
+            errors.append((badge, message))
     return errors
 
 
-def _analysis_error(conn: psycopg.Connection[Any], schema: str, query: sql.Composable) -> str | None:
-    """PostgreSQL's message if it cannot PREPARE *query* with the trigger functions' search_path."""
-    search_path = sql.SQL(", ").join(map(sql.Identifier, ("pg_catalog", schema, "pg_temp")))
+def _analysis_error(conn: psycopg.Connection[Any], query: sql.Composable) -> str | None:
+    """PostgreSQL's message if it cannot PREPARE *query* with the trigger functions' pinned search_path."""
+    search_path = sql.SQL(", ").join(map(sql.Identifier, PINNED_SEARCH_PATH))
     check = sql.SQL("PREPARE {} AS {}").format(sql.Identifier(_CHECK_STATEMENT), query)
     try:
         with conn.transaction():  # a savepoint: the check changes nothing and its failure aborts nothing

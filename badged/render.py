@@ -104,6 +104,9 @@ class FunctionDef:
                 tag=sql.SQL(tag),
                 body=sql.SQL(self.body),
             ),
+            # It runs as its owner inside the application's writes: nobody needs to call it
+            # (a trigger fires without EXECUTE), and anyone who could would attach it elsewhere.
+            sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(self.qualified),
             sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(self.qualified, sql.Literal(self.comment)),
         ]
 
@@ -386,7 +389,7 @@ def upsert_badge_row(settings: Settings, row: BadgeRow) -> sql.Composed:
         "VALUES ({code}, {name}, {trigger_table}, {trigger_condition}, {condition}, {user_field})\n"
         "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, trigger_table = EXCLUDED.trigger_table,\n"
         "    trigger_condition = EXCLUDED.trigger_condition, condition = EXCLUDED.condition,\n"
-        "    user_field = EXCLUDED.user_field, updated_at = now(), removed_at = NULL"
+        "    user_field = EXCLUDED.user_field, updated_at = pg_catalog.now(), removed_at = NULL"
     ).format(
         table=sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(BADGE_TABLE)),
         code=sql.Literal(row.code),
@@ -399,6 +402,6 @@ def upsert_badge_row(settings: Settings, row: BadgeRow) -> sql.Composed:
 
 
 def retire_badge_row(settings: Settings, code: str) -> sql.Composed:
-    return sql.SQL("UPDATE {}.{} SET removed_at = now() WHERE code = {}").format(
+    return sql.SQL("UPDATE {}.{} SET removed_at = pg_catalog.now() WHERE code = {}").format(
         sql.Identifier(settings.schema), sql.Identifier(BADGE_TABLE), sql.Literal(code)
     )

@@ -7,15 +7,18 @@ Each event is POSTed as the same JSON object ``badged listen`` prints, with
 * ``X-Badged-Event: badge-earned``.
 
 Events come from a durable consumer group (default ``webhook``): a batch's position
-advances only after every event of it got a 2xx. Failures are retried with backoff
-(capped at 30 s) for as long as it takes; on shutdown the batch in hand is rolled
-back and sent again next time (the idempotency key makes that harmless).
+advances only after every event of it got a 2xx. Failures (any answer but a 2xx, a
+reply that is not HTTP, a connection error) are retried with backoff (capped at 30 s)
+for as long as it takes; on shutdown the batch in hand is rolled back and sent again
+next time (the idempotency key makes that harmless). Anything else ends the thread,
+with ``failure`` set: the daemon reports it and starts a new forwarder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import threading
 import time
 import urllib.error
@@ -77,6 +80,8 @@ class WebhookForwarder:
         self._stop = threading.Event()
         self._subscription = Subscription(dsn, group=options.group, settings=settings, batch_size=100)
         self._thread = threading.Thread(target=self._run, name="badged-webhook", daemon=True)
+        #: what ended the thread, if anything did (the daemon's supervisor then starts a new forwarder)
+        self.failure: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -88,6 +93,12 @@ class WebhookForwarder:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._forward()
+        except Exception as exc:
+            self.failure = exc
+
+    def _forward(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
             events = iter(self._subscription)
@@ -135,3 +146,5 @@ class WebhookForwarder:
             return exc.code, None
         except (urllib.error.URLError, OSError) as exc:
             return None, str(getattr(exc, "reason", exc))
+        except http.client.HTTPException as exc:  # not an HTTP reply (BadStatusLine, IncompleteRead, ...)
+            return None, f"{type(exc).__name__}: {exc}"

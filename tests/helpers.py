@@ -7,7 +7,10 @@ from typing import Any
 
 import psycopg
 
+from badged.catalog import Table
 from badged.db import connect
+from badged.names import KnownNames, NameKind
+from badged.qualify import qualify_badges
 from badged.reconcile import Outcome, reconcile
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
@@ -28,6 +31,23 @@ ROUTINES = Routines(frozenset(
     + [("pg_catalog", name, RoutineKind.FUNCTION) for name in ("age", "length", "now", "lower", "abs")]
     + [("pg_catalog", "row_number", RoutineKind.WINDOW)]
 ))
+
+
+#: What the catalog says of the names the pure tests' conditions use (see names): pg_catalog's
+#: functions and types, and the seed's tables in public.
+KNOWN_NAMES = KnownNames(frozenset(
+    [(NameKind.FUNCTION, schema, name) for schema, name, _kind in ROUTINES.found]
+    + [(NameKind.TYPE, "pg_catalog", name) for name in ("text", "int4", "int8", "numeric", "interval", "date",
+                                                         "timestamptz", "bool")]
+    + [(NameKind.RELATION, "public", name) for name in ("dummy_sketch", "auth_user")]
+), frozenset({("pg_catalog", "random"), ("pg_catalog", "pg_sleep")}))
+
+
+def qualified(badges: tuple[Badge, ...], tables: dict[str, Table]) -> tuple[Badge, ...]:
+    """*badges* as reconcile renders them: every name in their conditions written with its schema."""
+    result, problems = qualify_badges(badges, dict(tables), KNOWN_NAMES, frozenset())
+    assert not problems, problems
+    return result
 
 
 def badges_from(items: list[dict[str, Any]], settings: Settings | None = None) -> tuple[Badge, ...]:

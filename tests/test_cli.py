@@ -42,7 +42,7 @@ def test_a_missing_file_and_a_usage_error_exit_1(tmp_path: Path) -> None:
     assert "nope.json" in missing.stderr
     usage = badged("plan", "--output", "yaml")
     assert usage.returncode == 1, "2 means 'changes pending' for plan --detailed-exitcode"
-    assert "invalid choice: 'yaml'" in usage.stderr
+    assert usage.stderr == "badged: error: --output 'yaml' is not an output format: write text or json\n"
 
 
 def test_plan_reconcile_plan_with_detailed_exit_codes_and_env_vars(dsn: str, write_badges: Any) -> None:

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import conninfo, sql
 
+from badged import health
+from badged.daemon import Daemon, DaemonOptions
+from badged.errors import ConnectionFailed, LockTimeout
+from badged.settings import Settings
+from badged.sources.file import FileSource
+from badged.webhook import WebhookForwarder, WebhookOptions
 from tests.conftest import SEED, SEED_BADGES
 from tests.daemon_process import DaemonProcess, kubelet_update
-from tests.helpers import SEED_OBJECTS, badge, triggers
+from tests.helpers import SEED_OBJECTS, apply, badge, triggers
 
 SEED_TEXT = (SEED / "badge.json").read_text()
 
@@ -237,3 +252,254 @@ def test_bad_flags_are_clear_errors(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+# -- the one loop recovers from anything; background tasks that die are reported and restarted ---------
+
+
+@pytest.fixture
+def reconciler_without_rights(admin_dsn: str, dsn: str) -> Iterator[tuple[str, str]]:
+    """badged's schema made by the superuser, and a login role with no right on it: (its DSN, its name)."""
+    role = f"badged_rec_{uuid.uuid4().hex[:8]}"
+    apply(dsn, SEED_BADGES)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
+    try:
+        yield conninfo.make_conninfo(dsn, user=role), role
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_missing_right_keeps_the_daemon_alive_and_retrying_until_granted(
+        dsn: str, reconciler_without_rights: tuple[str, str], tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    role_dsn, role = reconciler_without_rights
+    path = tmp_path / "badge.json"
+    write_json(path, SEED_BADGES)
+    daemon = start(daemons, "--badges", str(path), "--dsn", role_dsn, "--resync", "600")
+    failed = daemon.wait_event("reconcile.failed", timeout=10)
+    daemon.wait_event("reconcile.failed", timeout=5)  # retried with backoff, though the resync is 10 min away
+    assert failed["cause"] == "privilege"
+    assert "PostgreSQL refused to reconcile: permission denied for schema badged" in failed["errors"][0]
+    status, body = daemon.get("/readyz")
+    assert status == 503 and "permission denied for schema badged" in json.loads(body)["reason"]
+    assert daemon.process.poll() is None, "alive"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA badged TO {0}; GRANT SELECT ON ALL TABLES IN SCHEMA badged "
+                             "TO {0}").format(sql.Identifier(role)))
+    daemon.wait_reconciled(timeout=15)
+    daemon.wait_event("daemon.pass", timeout=5)
+    assert daemon.get("/readyz")[0] == 200
+    assert daemon.terminate() == 0
+
+
+def test_after_a_lock_timeout_the_daemon_backs_off_harder(tmp_path: Path) -> None:
+    """Each try queues the app's writes behind our DDL for up to lock_timeout: never retry at 0.5 s."""
+    daemon = Daemon(FileSource(tmp_path / "badge.json"),
+                    DaemonOptions(dsn="", settings=Settings(lock_timeout_ms=3000)))
+    after_lock = [daemon._retry_delay(LockTimeout("held")) for _ in range(4)]
+    assert 6.0 <= after_lock[0] <= 12.0, "the first retry waits 2-4 lock timeouts"
+    assert all(delay <= 30.0 for delay in after_lock), "still capped at 30 s"
+    assert daemon._retry_delay(ConnectionFailed("lost")) <= 0.5, "other failures start at 0.5 s"
+
+
+class Endpoint:
+    """A webhook receiver answering 200, on loopback."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                endpoint.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def in_process(daemon: Daemon, scenario: Callable[[Callable[[str], Awaitable[tuple[int, str]]]], Awaitable[None]]
+               ) -> None:
+    """Run *daemon* in this process while *scenario* probes it over HTTP; then stop it (it must return 0)."""
+
+    async def get(path: str) -> tuple[int, str]:
+        def fetch() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}{path}", timeout=5) as reply:
+                    return reply.status, reply.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+            except OSError as exc:  # URLError too: nothing serves (the HTTP server is down, being restarted)
+                return 0, str(exc)
+        return await asyncio.to_thread(fetch)
+
+    async def main() -> None:
+        running = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(_until(lambda: daemon.health.get()[0]), 15)
+            await scenario(get)
+        finally:
+            daemon.stop()
+            assert await asyncio.wait_for(running, 10) == 0
+
+    asyncio.run(main())
+
+
+async def _until(check: Callable[[], bool], what: str = "condition") -> None:
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+async def _until_http(get: Callable[[str], Awaitable[tuple[int, str]]], path: str,
+                      check: Callable[[int, str], bool], timeout: float = 10.0) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await get(path)
+        if check(status, body):
+            return status, body
+        assert time.monotonic() < deadline, f"{path}: {status} {body[:300]}"
+        await asyncio.sleep(0.02)
+
+
+def test_a_webhook_thread_that_dies_fails_readyz_and_is_restarted(dsn: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE signup (user_id int NOT NULL)")
+    items = [*SEED_BADGES, badge("welcome", "true", table="signup")]
+    endpoint = Endpoint()
+    dying = threading.Event()
+    dying.set()
+    deliver = WebhookForwarder._deliver
+
+    def deliver_or_die(self: WebhookForwarder, event: Any) -> None:
+        if dying.is_set():
+            raise RuntimeError("a bug in the webhook thread")
+        deliver(self, event)
+
+    monkeypatch.setattr(WebhookForwarder, "_deliver", deliver_or_die)
+    path = tmp_path / "badge.json"
+    write_json(path, items)
+    daemon = Daemon(FileSource(path), DaemonOptions(dsn=dsn, settings=Settings(), http="127.0.0.1:0",
+                                                    webhook=WebhookOptions(endpoint.url, b"secret")))
+
+    async def scenario(get: Callable[[str], Awaitable[tuple[int, str]]]) -> None:
+        users = iter(range(1, 1000))
+
+        def sign_up(status: int, _body: str) -> bool:
+            # the webhook's group starts from the moment the forwarder first connects: award until it gets one
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO signup VALUES (%s)", (next(users),))
+            return status == 503
+
+        _, body = await _until_http(get, "/readyz", sign_up)
+        assert "webhook: the webhook task died (RuntimeError: a bug in the webhook thread); restarting" in body
+        metrics = (await get("/metrics"))[1]
+        assert 'badged_task_failures_total{task="webhook"}' in metrics and "badged_ready 0.0" in metrics
+        dying.clear()  # the next forwarder the supervisor starts works
+        await _until_http(get, "/readyz", lambda status, _: status == 200)
+        await asyncio.wait_for(_until(lambda: bool(endpoint.bodies)), 10)  # the batch it died on, sent again
+        assert 'badged_task_up{task="webhook"} 1.0' in (await get("/metrics"))[1]
+
+    try:
+        in_process(daemon, scenario)
+    finally:
+        endpoint.server.shutdown()
+
+
+def test_a_dead_http_server_and_a_dead_watch_are_restarted(dsn: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    class FailingOnce(ThreadingHTTPServer):
+        failed = False
+
+        def service_actions(self) -> None:
+            if not FailingOnce.failed:
+                FailingOnce.failed = True
+                raise RuntimeError("the HTTP server's loop broke")
+
+    monkeypatch.setattr(health, "ThreadingHTTPServer", FailingOnce)
+    path = tmp_path / "badge.json"
+    write_json(path, SEED_BADGES[:1])
+    watch_dies = threading.Event()
+    watch_dies.set()
+
+    class DyingWatch(FileSource):
+        async def changes(self, stop: asyncio.Event) -> AsyncIterator[None]:
+            if watch_dies.is_set():
+                raise RuntimeError("inotify broke")
+            async for change in super().changes(stop):
+                yield change
+
+    daemon = Daemon(DyingWatch(path), DaemonOptions(dsn=dsn, settings=Settings(), http="127.0.0.1:0"))
+
+    async def scenario(get: Callable[[str], Awaitable[tuple[int, str]]]) -> None:
+        port = daemon.http_port
+        _, body = await _until_http(get, "/readyz", lambda status, _: status == 503)
+        assert "watch: the watch task died (RuntimeError: inotify broke); restarting" in body
+        watch_dies.clear()
+        await _until_http(get, "/readyz", lambda status, _: status == 200)
+        metrics = (await get("/metrics"))[1]
+        assert 'badged_task_failures_total{task="http"} 1.0' in metrics, "the HTTP server died once"
+        assert daemon.http_port == port, "and serves again on the same port"
+        assert 'badged_task_failures_total{task="watch"}' in metrics
+        write_json(path, SEED_BADGES)  # the new watch sees an edit
+        await asyncio.wait_for(_until(lambda: triggers(dsn) == set(SEED_OBJECTS.values())), 10)
+
+    in_process(daemon, scenario)
+
+
+def test_an_unexpected_exception_in_a_pass_is_recovered_not_fatal(dsn: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from badged import daemon as daemon_module
+
+    calls = {"n": 0}
+    reconcile = daemon_module.reconcile
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise KeyError("a bug in a pass")
+        return reconcile(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "reconcile", flaky)
+    path = tmp_path / "badge.json"
+    write_json(path, SEED_BADGES)
+    daemon = Daemon(FileSource(path), DaemonOptions(dsn=dsn, settings=Settings(), http="127.0.0.1:0"))
+
+    async def scenario(get: Callable[[str], Awaitable[tuple[int, str]]]) -> None:
+        assert calls["n"] == 3, "two passes failed, the third (after backoff) succeeded"
+        metrics = (await get("/metrics"))[1]
+        assert 'badged_task_failures_total{task="reconcile"} 2.0' in metrics
+        assert 'badged_reconcile_total{result="error"} 2.0' in metrics
+
+    in_process(daemon, scenario)
+    assert triggers(dsn) == set(SEED_OBJECTS.values())
+
+
+def test_a_configmap_follower_that_dies_ends_the_watch_for_the_daemon_to_restart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to die unseen, leaving changes() waiting forever on a watch that no longer ran."""
+    pytest.importorskip("lightkube")
+    from badged.sources import configmap
+
+    async def die(self: Any) -> None:
+        raise RuntimeError("a bug in the follower")
+
+    monkeypatch.setattr(configmap._Follower, "run", die)
+    config: Any = SimpleNamespace(cluster=SimpleNamespace(server="https://kubernetes.invalid"))
+    source = configmap.ConfigMapSource("default", "badges", config=config)
+
+    async def follow() -> None:
+        async for _ in source.changes(asyncio.Event()):
+            pass
+
+    with pytest.raises(RuntimeError, match="a bug in the follower"):
+        asyncio.run(asyncio.wait_for(follow(), 5))

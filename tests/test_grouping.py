@@ -136,5 +136,5 @@ def test_dropping_a_tables_last_badge_of_a_kind_names_it_on_every_step() -> None
     before = [badge("a", "true"), badge("gone", "hit_views > 1", event="update")]
     plan = diff(render(badges_from(before[:1]), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.badges) for s in plan.steps] == [
-        (Action.DROP, "trigger", ("gone",)), (Action.DROP, "function", ("gone",)), (Action.DROP, "badge", ("gone",)),
+        (Action.DROP, "badge", ("gone",)), (Action.DROP, "trigger", ("gone",)), (Action.DROP, "function", ("gone",)),
     ]

@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +18,7 @@ import pytest
 import badged
 from badged.errors import PermanentError
 from tests.conftest import SEED_BADGES
+from tests.daemon_process import Listener
 from tests.helpers import apply, badge
 
 EVENT_FIELDS = {"award_id", "badge", "badge_name", "user_id", "awarded_at", "table"}
@@ -37,70 +37,6 @@ def sign_up(dsn: str, first: int, count: int = 1) -> None:
     """Award 'welcome' to users first .. first+count-1, one transaction per statement."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO signup SELECT generate_series(%s::int, %s::int)", (first, first + count - 1))
-
-
-class Listener:
-    """``badged listen`` as a subprocess, its stdout read line by line in a thread."""
-
-    def __init__(self, dsn: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "badged", "listen", "--dsn", dsn, "--log-format", "json", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self.logs: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._threads = [threading.Thread(target=self._pump, args=(self.process.stdout, self.lines), daemon=True),
-                         threading.Thread(target=self._pump_logs, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump(self, stream: IO[str] | None, into: list[str]) -> None:
-        assert stream is not None
-        for line in stream:
-            with self._changed:
-                into.append(line)
-                self._changed.notify_all()
-
-    def _pump_logs(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._changed:
-                try:
-                    self.logs.append(json.loads(line))
-                except json.JSONDecodeError:
-                    self.logs.append({"event": "non-json", "line": line})
-                self._changed.notify_all()
-
-    def wait_started(self, timeout: float = 10.0) -> None:
-        self._wait(lambda: any(log.get("event") == "listen.started" for log in self.logs), timeout, "listen.started")
-
-    def wait_lines(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-        self._wait(lambda: len(self.lines) >= count, timeout, f"{count} lines")
-        return [json.loads(line) for line in self.lines]
-
-    def _wait(self, ready: Any, timeout: float, what: str) -> None:
-        with self._changed:
-            if not self._changed.wait_for(ready, timeout):
-                raise AssertionError(f"no {what} within {timeout} s: {len(self.lines)} lines, logs {self.logs[-3:]}")
-
-    def wait_users(self, users: set[str], also: set[str], timeout: float = 20.0) -> None:
-        """Until the users seen here, together with *also*, cover *users*."""
-        self._wait(lambda: {json.loads(line)["user_id"] for line in self.lines} | also >= users, timeout,
-                   f"all of {len(users)} users")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=10)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        for thread in self._threads:
-            thread.join(timeout=5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
 
 
 @pytest.fixture

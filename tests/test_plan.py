@@ -24,7 +24,7 @@ from badged.render import Desired, FunctionDef, TriggerDef, render
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES
-from tests.helpers import ROUTINES, badge, badges_from
+from tests.helpers import ROUTINES, badge, badges_from, qualified
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = Settings()
@@ -43,7 +43,7 @@ EMPTY = Catalog(schema_exists=False, tables=frozenset(), functions=(), triggers=
 
 
 def seed() -> tuple[Badge, ...]:
-    return badges_from(SEED_BADGES)
+    return qualified(badges_from(SEED_BADGES), TABLES)
 
 
 def installed(desired: Desired) -> Catalog:
@@ -81,10 +81,13 @@ def test_seed_renders_to_the_stored_plan() -> None:
     assert text == golden.read_text()
 
 
-def test_a_first_plan_creates_in_dependency_order() -> None:
+def test_a_first_plan_creates_in_dependency_order_with_trigger_ddl_last() -> None:
+    """Only trigger DDL locks the application's tables (until commit): it comes after everything else."""
     plan = diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS)
     kinds = [step.kind for step in plan.steps]
-    assert kinds == ["schema", "table", "table", "table", "table"] + ["function"] * 3 + ["trigger"] * 3 + ["badge"] * 3
+    assert kinds == ["schema", "table", "table", "table", "table"] + ["function"] * 3 + ["badge"] * 3 + ["trigger"] * 3
+    assert [step.kind for step in plan.on_tables.steps] == ["trigger"] * 3
+    assert plan.before_tables.steps + plan.on_tables.steps == plan.steps
     assert all(step.action is Action.CREATE for step in plan.steps)
     assert plan.summary == "14 to create, 0 to replace, 0 to drop"
 
@@ -112,10 +115,10 @@ def test_identifiers_are_quoted_and_values_are_literals() -> None:
     odd = Table("My Schema", 'Odd"Table', 300, "r", (Column("User Id", "integer"),))
     items = [badge("odd", "true", table='"My Schema"."Odd""Table"', user_field='"User Id"', name="It's odd")]
     desired = render(badges_from(items), {'My Schema.Odd"Table': odd}, SETTINGS)
-    sql = "\n".join(diff(desired, EMPTY, SETTINGS).steps[-2].statements)
+    sql = "\n".join(diff(desired, EMPTY, SETTINGS).steps[-1].statements)
     assert 'ON "My Schema"."Odd""Table"' in sql
     assert "new.\"User Id\"" in desired.functions[0].body
-    assert "'It''s odd'" in "\n".join(diff(desired, EMPTY, SETTINGS).steps[-1].statements)
+    assert "'It''s odd'" in "\n".join(diff(desired, EMPTY, SETTINGS).steps[-2].statements)
 
 
 def test_a_body_containing_the_dollar_tag_gets_another_tag() -> None:
@@ -162,12 +165,12 @@ def test_trigger_drift_reasons(change: dict[str, object], reason: str) -> None:
 
 def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:
     before = render(seed(), TABLES, SETTINGS, ROUTINES)
-    after = render(badges_from(SEED_BADGES[:2]), TABLES, SETTINGS, ROUTINES)
+    after = render(qualified(badges_from(SEED_BADGES[:2]), TABLES), TABLES, SETTINGS, ROUTINES)
     plan = diff(after, installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name) for s in plan.steps] == [
+        (Action.DROP, "badge", "star"),
         (Action.DROP, "trigger", "badged_public$dummy_sketch$update_of on public.dummy_sketch"),
         (Action.DROP, "function", "badged.badged_public$dummy_sketch$update_of"),
-        (Action.DROP, "badge", "star"),
     ]
 
 
@@ -175,7 +178,7 @@ def test_a_changed_condition_replaces_only_that_badge() -> None:
     before = render(seed(), TABLES, SETTINGS, ROUTINES)
     edited = [dict(b, condition="count(id) >= 10 from dummy_sketch where user_id = NEW.user_id")
               if b["code"] == "collector" else b for b in SEED_BADGES]
-    plan = diff(render(badges_from(edited), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
+    plan = diff(render(qualified(badges_from(edited), TABLES), TABLES, SETTINGS, ROUTINES), installed(before), SETTINGS)
     assert [(s.action, s.kind, s.name, s.reason) for s in plan.steps] == [
         (Action.REPLACE, "function", "badged.badged_public$dummy_sketch$insert",
          "badge changed in badge.json: collector"),

@@ -89,7 +89,8 @@ def test_a_function_whose_query_postgresql_cannot_run_is_refused(dsn: str, conn:
             attempt(dsn, items)
         (line,) = refused.value.lines()
         assert "badge 'plain, lowered, other'" in line
-        assert "PostgreSQL cannot run the query checking them: FILTER specified, but lower is not an aggregate" in line
+        assert ("PostgreSQL cannot run the query checking them: FILTER specified, but pg_catalog.lower is not an "
+                "aggregate") in line
     assert badged_objects(conn) == (False, {})
 
 

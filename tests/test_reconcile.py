@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import badged.reconcile
 from badged.db import connect
 from badged.errors import DatabaseMismatch, LockTimeout
 from badged.plan import Action
@@ -72,7 +73,7 @@ def test_a_hand_edited_function_body_is_detected_and_repaired(dsn: str, conn: ps
     apply(dsn, SEED_BADGES)
     oids = object_oids(conn)
     conn.execute("CREATE OR REPLACE FUNCTION badged.badged_public$dummy_sketch$update_of() RETURNS trigger "
-                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp "
+                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
                  "AS 'BEGIN RETURN NULL; END'")
     pending = plan(dsn, SEED_BADGES)
     assert reasons(pending) == {
@@ -147,9 +148,9 @@ def test_a_removed_badge_leaves_nothing_behind_but_its_awards(dsn: str, conn: ps
     without_collector = [b for b in SEED_BADGES if b["code"] != "collector"]
     outcome = apply(dsn, without_collector)
     assert steps(outcome) == [
+        ("-", "badge", "collector"),
         ("-", "trigger", "badged_public$dummy_sketch$insert on public.dummy_sketch"),
         ("-", "function", "badged.badged_public$dummy_sketch$insert"),
-        ("-", "badge", "collector"),
     ]
     comments = conn.execute("SELECT obj_description(oid, 'pg_proc') FROM pg_proc WHERE proname LIKE 'badged%' "
                             "UNION ALL SELECT obj_description(oid, 'pg_trigger') FROM pg_trigger "
@@ -320,3 +321,25 @@ def test_a_reconcile_that_never_ends_makes_the_next_one_fail_after_statement_tim
             pytest.raises(LockTimeout, match=r"another badged reconcile of schema 'badged' held its lock for "
                                              r"more than 0.5 s; nothing was applied, retry later"):
         apply(dsn, SEED_BADGES, Settings(lock_timeout_ms=200, statement_timeout_ms=500))
+
+
+def test_no_application_table_is_locked_until_the_trigger_ddl(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 item 12: functions, registry rows and their checks run before any lock that blocks app writes.
+
+    The checks of what was created are the slow part of a big apply (a PREPARE per
+    function): trigger DDL, which locks its table until commit, must come after them.
+    """
+    held: list[tuple[str, str]] = []
+    check_rendered = badged.reconcile.check_rendered
+
+    def spy(conn: psycopg.Connection[Any], *args: Any) -> None:
+        held.extend(conn.execute(
+            "SELECT c.relname::text, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE l.pid = pg_backend_pid() AND c.relname IN ('auth_user', 'dummy_sketch') "
+            "AND l.mode NOT IN ('AccessShareLock')").fetchall())
+        check_rendered(conn, *args)
+
+    monkeypatch.setattr(badged.reconcile, "check_rendered", spy)
+    outcome = apply(dsn, SEED_BADGES)
+    assert any(step.kind == "trigger" for step in outcome.plan.steps)
+    assert held == [], "app writes would wait for the checks"

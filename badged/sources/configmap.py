@@ -191,14 +191,22 @@ class ConfigMapSource:
     # -- watching --------------------------------------------------------------------------------
 
     async def changes(self, stop: asyncio.Event) -> AsyncIterator[None]:
-        """Yield whenever the watched content changed, until *stop* is set. Never raises for API trouble."""
+        """Yield whenever the watched content changed, until *stop* is set. Never raises for API trouble.
+
+        The follower retries every API failure by itself; if it dies all the same (a bug), this raises what
+        ended it, so that the daemon sees the watch die (/readyz, ``badged_task_failures_total{task="watch"}``)
+        and starts a new one with backoff instead of waiting forever on a watch that no longer runs.
+        """
         changed = asyncio.Event()
         follower = asyncio.create_task(_Follower(self, changed, stop).run(), name="badged-configmap-watch")
         try:
             while not stop.is_set():
-                await _first_of(changed, stop)
+                await _first_of(changed, stop, task=follower)
                 if stop.is_set():
                     break
+                if follower.done():
+                    follower.result()  # raises what ended it
+                    raise RuntimeError(f"the watch of {self.description} ended")
                 changed.clear()
                 yield
         finally:
@@ -345,10 +353,11 @@ def _http_timeout(seconds: float) -> Any:
     return None
 
 
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+async def _first_of(*events: asyncio.Event, task: asyncio.Task[None] | None = None) -> None:
+    """Until one of *events* is set, or *task* ends."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waiters, *([task] if task else [])], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -2,17 +2,23 @@
 
 Settings (all optional except ``BADGES_FILE`` for ``create_badge_triggers``):
 
-==========================  ===============  ==========================================================
-``BADGES_FILE``             (none)           path of badge.json (str or ``Path``)
-``BADGED_DATABASE``         ``"default"``    alias in ``DATABASES`` whose database badged works on
-``BADGED_SCHEMA``           ``"badged"``     schema of badged's tables (``award``, ``badge``) and functions
-``BADGED_PREFIX``           ``"badged_"``    prefix of every trigger and function badged manages
-``BADGED_CHANNEL``          ``"badge_earned"``  ``NOTIFY`` channel of new awards
-``BADGED_ALLOW_EMPTY``      ``False``        accept an empty badge.json (which drops every badge)
-``BADGED_LOCK_TIMEOUT``     ``3``            seconds before reconcile gives up on a busy table
-``BADGED_STATEMENT_TIMEOUT``  ``60``         seconds, on every connection badged opens
-``BADGED_USER_ATTRIBUTE``   ``"awards"``     name of the accessor installed on the user model; ``None`` disables
-==========================  ===============  ==========================================================
+============================  ==================  ==========================================================
+``BADGES_FILE``               (none)              path of badge.json (str or ``Path``)
+``BADGED_DATABASE``           ``"default"``       alias in ``DATABASES`` whose database badged works on
+``BADGED_SCHEMA``             ``"badged"``        schema of badged's tables (``award``, ``badge``) and functions
+``BADGED_PREFIX``             ``"badged_"``       prefix of every trigger and function badged manages
+``BADGED_CHANNEL``            ``"badge_earned"``  ``NOTIFY`` channel of new awards
+``BADGED_ALLOW_EMPTY``        ``False``           accept an empty badge.json (which drops every badge)
+``BADGED_LOCK_TIMEOUT``       ``3``               before reconcile gives up on a busy table
+``BADGED_STATEMENT_TIMEOUT``  ``60``              on every connection badged opens
+``BADGED_USER_ATTRIBUTE``     ``"awards"``        name of the accessor installed on the user model; ``None`` disables
+============================  ==================  ==========================================================
+
+The settings the CLI also has (prefix, schema, channel, allow-empty, the timeouts) go through the CLI's own
+model, ``badged.settings.Options``: the same values mean the same thing (a timeout is ``3``, ``1.5``,
+``"500ms"``, ``"90s"``, ``"5m"``; a boolean ``True``, ``"yes"``, ``"off"``, ...), and a bad one is refused with
+the sentence ``badged`` prints for the environment variable, naming ``settings.BADGED_...``. ``None`` or
+``""`` means the default.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from django.core.management.base import CommandError
 from psycopg import conninfo, pq
 
 from badged.db import scrub
-from badged.errors import BadgedError, ConfigError, SpecError
+from badged.errors import BadgedError, SpecError
 from badged.logs import configure_logging
-from badged.settings import Settings
+from badged.settings import OptionsError, Settings, options_from
 
 DEFAULT_DATABASE = "default"
 DEFAULT_USER_ATTRIBUTE = "awards"
+#: the Django settings that are also ``badged`` settings, read through ``badged.settings.Options``
+SHARED_SETTINGS = ("BADGED_PREFIX", "BADGED_SCHEMA", "BADGED_CHANNEL", "BADGED_ALLOW_EMPTY", "BADGED_LOCK_TIMEOUT",
+                   "BADGED_STATEMENT_TIMEOUT", "BADGED_ALLOW_VOLATILE")
 
 
 @dataclass(frozen=True)
@@ -53,31 +62,30 @@ class DjangoSettings:
 
 
 def get_settings() -> DjangoSettings:
-    """Read (and validate) badged's settings; a bad value raises ``ImproperlyConfigured`` naming it."""
-    defaults = Settings()
+    """Read (and validate) badged's settings; bad values raise ``ImproperlyConfigured``, one line naming each."""
     try:
-        badged = Settings(
-            prefix=_text("BADGED_PREFIX", defaults.prefix),
-            schema=_text("BADGED_SCHEMA", defaults.schema),
-            channel=_text("BADGED_CHANNEL", defaults.channel),
-            lock_timeout_ms=_milliseconds("BADGED_LOCK_TIMEOUT", defaults.lock_timeout_ms),
-            statement_timeout_ms=_milliseconds("BADGED_STATEMENT_TIMEOUT", defaults.statement_timeout_ms),
-        )
-    except ConfigError as exc:
-        raise ImproperlyConfigured(f"badged: {exc} (settings BADGED_PREFIX, BADGED_SCHEMA, BADGED_CHANNEL)") from None
+        options = options_from(settings_values(django_settings))
+    except OptionsError as exc:
+        raise ImproperlyConfigured("\n".join(f"badged: {line}" for line in exc.lines())) from None
     badges_file = getattr(django_settings, "BADGES_FILE", None)
     if badges_file is not None and not isinstance(badges_file, str | os.PathLike):
-        raise ImproperlyConfigured(f"settings.BADGES_FILE must be a path, not {type(badges_file).__name__}")
+        raise ImproperlyConfigured(f"badged: settings.BADGES_FILE={badges_file!r} is not a path")
     attribute = getattr(django_settings, "BADGED_USER_ATTRIBUTE", DEFAULT_USER_ATTRIBUTE)
     if attribute is not None and (not isinstance(attribute, str) or not attribute.isidentifier()):
-        raise ImproperlyConfigured(f"settings.BADGED_USER_ATTRIBUTE must be an identifier or None, not {attribute!r}")
+        raise ImproperlyConfigured(f"badged: settings.BADGED_USER_ATTRIBUTE={attribute!r} is not an identifier: "
+                                   "write a Python name, or None to install no accessor")
     return DjangoSettings(
         badges_file=Path(badges_file) if badges_file else None,
         database=_text("BADGED_DATABASE", DEFAULT_DATABASE),
-        badged=badged,
-        allow_empty=bool(getattr(django_settings, "BADGED_ALLOW_EMPTY", False)),
+        badged=options.settings(),
+        allow_empty=options.allow_empty,
         user_attribute=attribute or None,
     )
+
+
+def settings_values(settings: Any) -> dict[str, object]:
+    """The shared ``BADGED_*`` settings *settings* (Django's, or any object) sets, by name."""
+    return {name: getattr(settings, name) for name in SHARED_SETTINGS if getattr(settings, name, None) is not None}
 
 
 def _text(name: str, default: str) -> str:
@@ -85,17 +93,8 @@ def _text(name: str, default: str) -> str:
     if value is None or value == "":
         return default
     if not isinstance(value, str):
-        raise ImproperlyConfigured(f"settings.{name} must be a string, not {type(value).__name__}")
+        raise ImproperlyConfigured(f"badged: settings.{name}={value!r} is not a string: write a DATABASES alias")
     return value
-
-
-def _milliseconds(name: str, default_ms: int) -> int:
-    value = getattr(django_settings, name, None)
-    if value is None:
-        return default_ms
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ImproperlyConfigured(f"settings.{name} must be a positive number of seconds, not {value!r}")
-    return int(value * 1000)
 
 
 def qualified_table(table: str) -> str:

@@ -44,7 +44,7 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
         allow_empty = conf.allow_empty if options["allow_empty"] is None else True
         dry_run = options["dry_run"] or options["check"]
         with command_errors():
-            badges = load_badges(path, prefix=conf.badged.prefix, allow_empty=allow_empty)
+            badges = load_badges(path, prefix=conf.badged.prefix, allow_empty=allow_empty, schema=conf.badged.schema)
         dsn = database_dsn(options["database"] or conf.database)
         with command_errors(dsn), connect(dsn, conf.badged) as conn:
             outcome = reconcile(conn, badges, conf.badged, apply=not dry_run)
