@@ -35,7 +35,7 @@ from badged.catalog import Table, read_names
 from badged.condition import Event
 from badged.errors import DatabaseMismatch, LockTimeout
 from badged.locks import lock_users_statement
-from badged.names import PINNED_SEARCH_PATH
+from badged.names import search_path_for
 from badged.qualify import qualify_badges, wanted_names
 from badged.settings import Settings
 from badged.spec import Badge
@@ -79,7 +79,7 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
                  settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
                  on_progress: ProgressCallback | None = None) -> Progress:
     """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
-    search_path = sql.SQL(", ").join(map(sql.Identifier, PINNED_SEARCH_PATH))
+    search_path = sql.SQL(", ").join(map(sql.Identifier, search_path_for(table.schema, table.schema_writers)))
     with dsn_connect() as reader, dsn_connect() as writer:
         badge = _qualified(reader, badge, table, settings)
         statement = candidates_sql(badge, table, settings)

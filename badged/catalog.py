@@ -47,6 +47,9 @@ class Table:
     oid: int = 0
     kind: str = "r"
     columns: tuple[Column, ...] = field(default=(), compare=False)
+    #: roles other than the reconciling one (and superusers) that may create objects in its schema
+    #: ("PUBLIC" for everyone); empty when the schema is trusted (see ``names``)
+    schema_writers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def qualified(self) -> sql.Composed:
@@ -166,7 +169,8 @@ def resolve_tables(conn: Connection[Any], names: Iterable[TableName]) -> dict[st
                 resolved[str(name)] = None
                 continue
             columns = tuple(Column(c["name"], c["type"], c["generated"], c["virtual"]) for c in row["columns"] or ())
-            resolved[str(name)] = Table(row["schema"], row["name"], row["oid"], row["kind"], columns)
+            resolved[str(name)] = Table(row["schema"], row["name"], row["oid"], row["kind"], columns,
+                                        tuple(row["schema_writers"] or ()))
     return resolved
 
 
@@ -180,19 +184,22 @@ def read_routines(conn: Connection[Any], names: Iterable[str]) -> Routines:
 
 
 def read_names(conn: Connection[Any], schemas: Iterable[str], names: Iterable[Name],
-               calls: Iterable[str]) -> KnownNames:
-    """Where *names* exist among *schemas*, and which of the functions named *calls* are VOLATILE (anywhere)."""
+               calls: Iterable[tuple[str | None, str]]) -> KnownNames:
+    """Where *names* exist among *schemas*, which functions of *calls* are VOLATILE, who may create where."""
     wanted: dict[NameKind, list[str]] = {kind: [] for kind in NameKind}
     for kind, name in set(names):
         wanted[kind].append(name)
     rows = conn.execute(_NAMES_SQL, {
         "schemas": sorted(set(schemas)), "relations": sorted(wanted[NameKind.RELATION]),
         "functions": sorted(wanted[NameKind.FUNCTION]), "types": sorted(wanted[NameKind.TYPE]),
-        "calls": sorted(set(calls)),
+        "calls": sorted({name for _, name in calls}),
+        "all_schemas": sorted(set(schemas) | {schema for schema, _ in calls if schema is not None}),
     }).fetchall()
-    found = frozenset((NameKind(kind), schema, name) for kind, schema, name in rows if kind != "volatile")
+    found = frozenset((NameKind(kind), schema, name) for kind, schema, name in rows if kind in set(NameKind))
     volatile = frozenset((schema, name) for kind, schema, name in rows if kind == "volatile")
-    return KnownNames(found, volatile)
+    writers = tuple(sorted((schema, tuple(filter(None, text.split(",")))) for kind, schema, text in rows
+                           if kind == "writers"))
+    return KnownNames(found, volatile, writers)
 
 
 def parse_search_path(value: str) -> tuple[str, ...] | None:
@@ -245,6 +252,18 @@ def _trigger(row: dict[str, Any]) -> ActualTrigger:
         comment=row["comment"],
     )
 
+
+# Who, besides the reconciling role (and roles that are it), may create objects in schema n:
+# ["PUBLIC"] when everyone may, else the login roles that may (a group role such as
+# pg_database_owner through its members); empty when it is trusted (see names).
+_SCHEMA_WRITERS = """CASE
+    WHEN EXISTS (SELECT FROM pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) AS a
+                 WHERE a.grantee = 0 AND a.privilege_type = 'CREATE') THEN ARRAY['PUBLIC']
+    ELSE ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles AS r
+               WHERE r.rolcanlogin AND NOT r.rolsuper
+                 AND NOT pg_catalog.pg_has_role(r.oid, pg_catalog.current_user(), 'MEMBER')
+                 AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE')
+               ORDER BY 1) END"""
 
 _SCHEMA_SQL = """
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
@@ -304,7 +323,8 @@ SELECT c.oid::int8 AS oid, n.nspname::text AS schema, c.relname::text AS name, c
                  'generated', a.attgenerated <> '', 'virtual', a.attgenerated = 'v')
              FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum) AS columns
+             ORDER BY a.attnum) AS columns,
+       $SCHEMA_WRITERS$ AS schema_writers
 FROM target LEFT JOIN pg_catalog.pg_class c ON c.oid = target.oid
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
@@ -323,6 +343,9 @@ SELECT 'type', n.nspname::text, t.typname::text
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE n.nspname = ANY (%(schemas)s::text[]) AND t.typname = ANY (%(types)s::text[])
 UNION
+SELECT 'writers', n.nspname::text, pg_catalog.array_to_string($SCHEMA_WRITERS$, ',')
+FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY (%(all_schemas)s::text[]) AND n.nspname <> 'pg_catalog'
+UNION
 SELECT 'volatile', n.nspname::text, p.proname::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.proname = ANY (%(calls)s::text[]) AND p.provolatile = 'v'
@@ -333,3 +356,6 @@ SELECT DISTINCT n.nspname::text, p.proname::text, p.prokind::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.proname = ANY (%(names)s::text[])
 """
+
+_TABLE_SQL = _TABLE_SQL.replace("$SCHEMA_WRITERS$", _SCHEMA_WRITERS)
+_NAMES_SQL = _NAMES_SQL.replace("$SCHEMA_WRITERS$", _SCHEMA_WRITERS)

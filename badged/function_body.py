@@ -38,7 +38,7 @@ from badged.awarding import award_table, notify_payload
 from badged.catalog import Table
 from badged.condition import Event, shared_select
 from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
-from badged.names import PINNED_SEARCH_PATH
+from badged.names import search_path_for
 from badged.routines import FunctionName, Routines
 from badged.settings import Settings
 from badged.spec import Badge
@@ -47,9 +47,9 @@ from badged.spec import Badge
 def function_search_path(table: Table) -> tuple[str, ...]:
     """The search_path every trigger function (and everything that evaluates conditions like it) runs with.
 
-    The same for every table: nothing an application role can create objects in (see ``names``).
+    Nothing a less trusted role can create objects in (see ``names``).
     """
-    return PINNED_SEARCH_PATH
+    return search_path_for(table.schema, table.schema_writers)
 
 
 def reads_other_rows(badge: Badge, routines: Routines, search_path: tuple[str, ...]) -> bool:
@@ -123,6 +123,7 @@ def _guard(context: BodyContext) -> sql.Composed:
     return _block(_GUARD, 4).format(
         op=sql.Literal(context.event.value.upper()), name=sql.Literal(context.table.name),
         schema=sql.Literal(context.table.schema), table=sql.Literal(context.table.display),
+        function=sql.Literal(context.name),
         regclass=sql.Literal(sql.Identifier(context.table.schema, context.table.name).as_string(None)))
 
 
@@ -369,17 +370,19 @@ _FUNCTION_BODY = """
 """
 
 # The function may be attached to any table by anyone who may execute it (EXECUTE is
-# revoked from PUBLIC, but a superuser or an owner could): it then refuses to award
-# anything. TG_TABLE_NAME is a partition's own name when the trigger was cloned onto
-# one, so a different name is checked against the table's partitions before refusing.
+# revoked from PUBLIC, but a superuser or an owner could): it then awards nothing. It
+# warns instead of raising, so that an application's write never fails because of badged
+# (a table renamed before badge.json follows lands here too). TG_TABLE_NAME is a
+# partition's own name when the trigger was cloned onto one, so a different name is
+# checked against the table's partitions first (to_regclass: NULL, never an error).
 _GUARD = """
     IF TG_OP <> {op} OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER'
         OR ((TG_TABLE_NAME <> {name} OR TG_TABLE_SCHEMA <> {schema})
             AND NOT EXISTS (SELECT FROM pg_catalog.pg_partition_ancestors(TG_RELID) AS a
-                            WHERE a.relid OPERATOR(pg_catalog.=) {regclass}::pg_catalog.regclass)) THEN
-        RAISE EXCEPTION 'badged: % serves AFTER % FOR EACH ROW on %, not % % FOR EACH % on %.%',
-            TG_NAME, {op}, {table}, TG_WHEN, TG_OP, TG_LEVEL, TG_TABLE_SCHEMA, TG_TABLE_NAME
-            USING ERRCODE = 'insufficient_privilege';
+                            WHERE a.relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({regclass}))) THEN
+        RAISE WARNING 'badged: % serves AFTER % FOR EACH ROW on %, not % % FOR EACH % on %.%: nothing awarded',
+            {function}, {op}, {table}, TG_WHEN, TG_OP, TG_LEVEL, TG_TABLE_SCHEMA, TG_TABLE_NAME;
+        RETURN NULL;
     END IF;
 """
 

@@ -218,7 +218,8 @@ def revoke_executors(desired: FunctionDef, actual: ActualFunction) -> list[sql.C
     roles = [role for role in actual.executors if role != "PUBLIC"]
     if not roles:
         return []
-    return [sql.SQL("REVOKE ALL ON FUNCTION {}() FROM {}").format(
+    # CASCADE: a role granted it WITH GRANT OPTION may have passed it on
+    return [sql.SQL("REVOKE ALL ON FUNCTION {}() FROM {} CASCADE").format(
         desired.qualified, sql.SQL(", ").join(map(sql.Identifier, roles)))]
 
 

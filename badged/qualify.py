@@ -18,11 +18,11 @@ from badged.spec import Badge
 
 
 def wanted_names(badges: tuple[Badge, ...], tables: Mapping[str, Table | None]
-                 ) -> tuple[set[str], set[Name], set[str]]:
-    """(schemas, names, function names) ``catalog.read_names`` must look up for *badges*."""
+                 ) -> tuple[set[str], set[Name], set[tuple[str | None, str]]]:
+    """(schemas, names, calls) ``catalog.read_names`` must look up for *badges*."""
     schemas = {"pg_catalog"} | {table.schema for table in tables.values() if table is not None}
     names = {name for badge in badges for name in badge.condition.names}
-    calls = {function for badge in badges for _, function in badge.condition.calls}
+    calls = {call for badge in badges for call in badge.condition.calls}
     return schemas, names, calls
 
 

@@ -22,7 +22,7 @@ from badged.apply import apply_plan
 from badged.catalog import Table, read_catalog, read_names, read_routines, resolve_tables
 from badged.db_errors import translate
 from badged.errors import DatabaseMismatch, LockTimeout, Problem
-from badged.names import PINNED_SEARCH_PATH
+from badged.function_body import function_search_path
 from badged.plan import Action, Plan, diff
 from badged.qualify import qualify_badges, wanted_names
 from badged.render import Desired, render, render_condition_check
@@ -119,7 +119,7 @@ def check_rendered(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) 
         if f"{function.schema}.{function.name}" not in changed:
             continue
         for probe in function.probes:
-            message = _analysis_error(conn, sql.SQL(probe))
+            message = _analysis_error(conn, function.search_path, sql.SQL(probe))
             if message:
                 problems.append(Problem(f"PostgreSQL cannot run the query checking them: {message}",
                                         code=", ".join(function.badges)))
@@ -264,29 +264,33 @@ def _condition_errors(conn: psycopg.Connection[Any], checks: list[tuple[Badge, T
                       ) -> list[tuple[Badge, str]]:
     """Let PostgreSQL parse and analyse each condition as the trigger function will see it.
 
-    All conditions are analysed by one PREPARE (a reconcile of 1,000 badges is one round
-    trip, not 1,000); only when that fails is each analysed on its own, to tell which
-    badges do not fit.
+    All conditions analysed with one search_path (see ``names``) are analysed by one
+    PREPARE (a reconcile of 1,000 badges is one round trip, not 1,000); only when that
+    fails is each analysed on its own, to tell which badges do not fit.
     """
-    together = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
-        sql.SQL("({})").format(render_condition_check(badge, table)) for badge, table in checks))
-    if len(checks) > 1 and _analysis_error(conn, together) is None:
-        return []
-    errors = []
+    by_path: dict[tuple[str, ...], list[tuple[Badge, Table]]] = {}
     for badge, table in checks:
-        message = _analysis_error(conn, render_condition_check(badge, table))
-        if message:
-            errors.append((badge, message))
+        by_path.setdefault(function_search_path(table), []).append((badge, table))
+    errors = []
+    for path, members in by_path.items():
+        together = sql.SQL("SELECT ARRAY[{}]").format(sql.SQL(", ").join(
+            sql.SQL("({})").format(render_condition_check(badge, table)) for badge, table in members))
+        if len(members) > 1 and _analysis_error(conn, path, together) is None:
+            continue
+        for badge, table in members:
+            message = _analysis_error(conn, path, render_condition_check(badge, table))
+            if message:
+                errors.append((badge, message))
     return errors
 
 
-def _analysis_error(conn: psycopg.Connection[Any], query: sql.Composable) -> str | None:
-    """PostgreSQL's message if it cannot PREPARE *query* with the trigger functions' pinned search_path."""
-    search_path = sql.SQL(", ").join(map(sql.Identifier, PINNED_SEARCH_PATH))
+def _analysis_error(conn: psycopg.Connection[Any], search_path: tuple[str, ...], query: sql.Composable) -> str | None:
+    """PostgreSQL's message if it cannot PREPARE *query* with a trigger function's *search_path*."""
+    path = sql.SQL(", ").join(map(sql.Identifier, search_path))
     check = sql.SQL("PREPARE {} AS {}").format(sql.Identifier(_CHECK_STATEMENT), query)
     try:
         with conn.transaction():  # a savepoint: the check changes nothing and its failure aborts nothing
-            conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (search_path.as_string(conn),))
+            conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path.as_string(conn),))
             conn.execute(check)
             conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_CHECK_STATEMENT)))
             raise _RollbackCheck

@@ -234,14 +234,14 @@ def object_name(settings: Settings, table: Table, kind: str) -> str:
 
 def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings,
                     routines: Routines = UNKNOWN) -> FunctionDef:
-    # Rendering is pure and the daemon re-renders the same badges on every resync:
-    # remember recent results (the columns are part of the key: Table compares without them).
-    return _render_function(badges, table, table.columns, kind, settings, routines)
+    # Rendering is pure and the daemon re-renders the same badges on every resync: remember
+    # recent results (columns and schema writers are part of the key: Table compares without them).
+    return _render_function(badges, table, table.columns, table.schema_writers, kind, settings, routines)
 
 
 @functools.lru_cache(maxsize=512)
-def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Column, ...], kind: str,
-                     settings: Settings, routines: Routines) -> FunctionDef:
+def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Column, ...],
+                     _writers: tuple[str, ...], kind: str, settings: Settings, routines: Routines) -> FunctionDef:
     name = object_name(settings, table, kind)
     event = Event.UPDATE if kind == UPDATE_OF else Event(kind)
     body, probes = compile_body(badges, BodyContext(settings, table, name, event, kind == UPDATE_OF, routines))

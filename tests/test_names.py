@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from badged.condition import Event, parse_condition, qualified
@@ -20,8 +22,9 @@ KNOWN = KnownNames(frozenset({
      "(SELECT pg_catalog.count(id) >= 5 FROM app.sketch WHERE user_id = new.user_id)"),
     ("score(NEW.id) > 1", "app.score(new.id) > 1"),
     ("feeling::mood = 'happy'", "CAST(new.feeling AS app.mood) = 'happy'"),
-    ("title::text = 'x'", "CAST(new.title AS pg_catalog.text) = 'x'"),
+    ("title::text = 'x'", "CAST(new.title AS text) = 'x'"),
     ("other.f(NEW.id) and pg_catalog.count(1) > 0 from sketch", None),
+    ("code::bpchar = 'abc'", "CAST(new.code AS bpchar) = 'abc'"),
     ("exists (with s as (select 1) select from s, sketch)",
      "EXISTS (WITH s AS (SELECT 1) SELECT FROM s, app.sketch)"),
     ("unknown_function(NEW.id)", "unknown_function(new.id)"),
@@ -36,11 +39,27 @@ def test_names_are_written_with_the_schema_they_resolve_to(condition: str, expre
     assert rewritten.names == parsed.names, "the names as written are kept, for the next pass"
 
 
-def test_a_name_in_both_schemas_is_refused_and_says_how_to_choose() -> None:
+def test_a_name_in_both_schemas_is_left_to_a_trusted_search_path() -> None:
     parsed = parse_condition("lower(title) = 'x'", Event.INSERT)
-    (problem,) = resolve(parsed.names, parsed.calls, "public", KNOWN, frozenset()).problems
-    assert problem.startswith("function lower exists both in pg_catalog and in public: write pg_catalog.lower or "
-                              "public.lower")
+    resolution = resolve(parsed.names, parsed.calls, "public", KNOWN, frozenset())
+    assert resolution.problems == () and resolution.qualification == ()
+
+
+def test_in_an_untrusted_schema_a_name_in_both_is_pg_catalogs() -> None:
+    """Nobody can block or redirect a badge by creating a same-named function there."""
+    untrusted = dataclasses.replace(KNOWN, writers=(("public", ("PUBLIC",)),))
+    parsed = parse_condition("lower(title) = 'x'", Event.INSERT)
+    resolution = resolve(parsed.names, parsed.calls, "public", untrusted, frozenset())
+    assert resolution.problems == ()
+    assert qualified(parsed, Event.INSERT, resolution.qualification).expression == "pg_catalog.lower(new.title) = 'x'"
+
+
+@pytest.mark.parametrize("condition", ["score(NEW.id) > 1", "app.score(NEW.id) > 1"])
+def test_a_function_in_a_schema_others_may_create_in_is_refused(condition: str) -> None:
+    untrusted = dataclasses.replace(KNOWN, writers=(("app", ("app_writer", "intern")),))
+    parsed = parse_condition(condition, Event.INSERT)
+    (problem,) = resolve(parsed.names, parsed.calls, "app", untrusted, frozenset()).problems
+    assert problem.startswith("calls app.score, in schema app, where app_writer, intern may create functions too")
 
 
 @pytest.mark.parametrize("allowed, refused", [

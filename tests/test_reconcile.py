@@ -73,7 +73,7 @@ def test_a_hand_edited_function_body_is_detected_and_repaired(dsn: str, conn: ps
     apply(dsn, SEED_BADGES)
     oids = object_oids(conn)
     conn.execute("CREATE OR REPLACE FUNCTION badged.badged_public$dummy_sketch$update_of() RETURNS trigger "
-                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+                 "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp "
                  "AS 'BEGIN RETURN NULL; END'")
     pending = plan(dsn, SEED_BADGES)
     assert reasons(pending) == {

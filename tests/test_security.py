@@ -87,15 +87,46 @@ def test_functions_planted_in_the_tables_schema_after_reconcile_never_run(
     assert awards(conn) == {("collector", "1")}, "shouty is earned only through the planted lower()"
 
 
-def test_a_function_planted_before_reconcile_is_refused_by_name(
+def test_a_function_planted_before_reconcile_is_not_chosen(
         dsn: str, conn: psycopg.Connection[Any], make_role: Callable[..., str]) -> None:
+    """In a schema others may create in, a name pg_catalog also has is pg_catalog's: never blocked, never redirected."""
     _plant(_attacker(make_role))
+    apply(dsn, [*SEED_BADGES, SHOUTY])
+    conn.execute("INSERT INTO auth_user (username) VALUES ('ann')")
+    conn.execute("INSERT INTO dummy_sketch (user_id, title) VALUES (1, 'Nope')")
+    assert _hijacked_calls(conn) == 0
+    assert awards(conn) == set()
+    (path,) = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = %s::regprocedure",
+                           (f"{COLLECTOR}()",)).fetchone() or (None,)
+    assert path == ["search_path=pg_catalog, pg_temp"], "public is not searched once others may create there"
+
+
+def test_a_function_in_a_schema_others_may_create_in_is_refused(
+        dsn: str, conn: psycopg.Connection[Any], app_role: str, make_role: Callable[..., str]) -> None:
+    """Whoever may create in its schema may add an overload PostgreSQL prefers (score(varchar) over score(text))."""
+    conn.execute("CREATE FUNCTION public.score(text) RETURNS int LANGUAGE sql STABLE AS $$ SELECT length($1) $$")
+    items = [badge("scored", "score(title) > 3")]
+    apply(dsn, items)  # public is trusted: only the reconciling role (a superuser here) may create there
+    attacker = _attacker(make_role)
     with pytest.raises(DatabaseMismatch) as refused:
-        apply(dsn, [*SEED_BADGES, SHOUTY])
+        apply(dsn, items)
     (line,) = refused.value.lines()
-    assert "badge #3 ('shouty'), field 'condition': function lower exists both in pg_catalog and in public" in line
-    assert "write pg_catalog.lower or public.lower" in line
-    assert _installed_functions(conn) == set(), "nothing applied"
+    role = conninfo.conninfo_to_dict(attacker)["user"]
+    assert f"calls public.score, in schema public, where {role} may create functions too" in line
+    assert "REVOKE CREATE ON SCHEMA public" in line
+
+
+def test_a_trusted_schemas_functions_and_operators_resolve_as_they_always_did(
+        dsn: str, conn: psycopg.Connection[Any], app_role: str) -> None:
+    conn.execute("CREATE FUNCTION public.score(text) RETURNS int LANGUAGE sql STABLE AS $$ SELECT length($1) $$")
+    apply(dsn, [badge("scored", "score(title) > 3")])
+    (path,) = conn.execute("SELECT proconfig FROM pg_proc WHERE oid = %s::regprocedure",
+                           (f"{COLLECTOR}()",)).fetchone() or (None,)
+    assert path == ["search_path=pg_catalog, public, pg_temp"]
+    with psycopg.connect(app_role, autocommit=True) as app:
+        app.execute("INSERT INTO auth_user (username) VALUES ('ann')")
+        app.execute("INSERT INTO dummy_sketch (user_id, title) VALUES (1, 'long title')")
+    assert awards(conn) == {("scored", "1")}
 
 
 def test_a_condition_that_names_the_schema_itself_is_taken_at_its_word(
@@ -126,20 +157,31 @@ def test_nobody_may_attach_a_trigger_function_to_a_table_of_their_own(
                              f"EXECUTE FUNCTION {COLLECTOR}()")
 
 
-def test_a_function_attached_elsewhere_refuses_to_award(dsn: str, conn: psycopg.Connection[Any]) -> None:
+def test_a_function_attached_elsewhere_awards_nothing_and_fails_no_write(
+        dsn: str, conn: psycopg.Connection[Any]) -> None:
     """Even when someone who may (a superuser, the owner) attaches it to another table or event."""
     apply(dsn, SEED_BADGES)
     conn.execute("CREATE TABLE mine (user_id int)")
     conn.execute(f"CREATE TRIGGER forged AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION {COLLECTOR}()")
     conn.execute(f"CREATE TRIGGER forged AFTER DELETE ON dummy_sketch FOR EACH ROW EXECUTE FUNCTION {COLLECTOR}()")
+    warnings: list[str] = []
+    conn.add_notice_handler(lambda diag: warnings.append(diag.message_primary or ""))
     conn.execute("INSERT INTO auth_user (username) VALUES ('ann')")
     conn.execute("INSERT INTO dummy_sketch (user_id) SELECT 1 FROM generate_series(1, 4)")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                       match=r"serves AFTER INSERT FOR EACH ROW on public\.dummy_sketch, not AFTER INSERT FOR "
-                             r"EACH ROW on public\.mine"):
-        conn.execute("INSERT INTO mine SELECT 424242 FROM generate_series(1, 5)")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not AFTER DELETE"):
-        conn.execute("DELETE FROM dummy_sketch WHERE id = 1")
+    conn.execute("INSERT INTO mine SELECT 424242 FROM generate_series(1, 5)")
+    conn.execute("DELETE FROM dummy_sketch WHERE id = 1")
+    assert awards(conn) == set()
+    assert warnings.count("badged: badged_public$dummy_sketch$insert serves AFTER INSERT FOR EACH ROW on "
+                          "public.dummy_sketch, not AFTER INSERT FOR EACH ROW on public.mine: nothing awarded") == 5
+    assert any("not AFTER DELETE FOR EACH ROW on public.dummy_sketch" in warning for warning in warnings)
+
+
+def test_a_renamed_table_fails_no_write(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """Until badge.json follows the rename, its badges are not checked, with a warning; the writes go on."""
+    apply(dsn, SEED_BADGES)
+    conn.execute("ALTER TABLE dummy_sketch RENAME TO sketch")
+    conn.execute("INSERT INTO auth_user (username) VALUES ('ann')")
+    conn.execute("INSERT INTO sketch (user_id) SELECT 1 FROM generate_series(1, 5)")
     assert awards(conn) == set()
 
 
@@ -151,13 +193,23 @@ def test_execute_granted_by_hand_is_drift_and_is_revoked(
     conn.execute(f"GRANT EXECUTE ON FUNCTION {COLLECTOR}() TO PUBLIC")
     conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(
         sql.SQL(COLLECTOR), sql.Identifier(str(helper_role))))
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA badged TO {}").format(sql.Identifier(str(helper_role))))
+    passed_on = make_role()
+    passed_on_role = conninfo.conninfo_to_dict(passed_on)["user"]
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {} WITH GRANT OPTION").format(
+        sql.SQL(COLLECTOR), sql.Identifier(str(helper_role))))
+    with psycopg.connect(helper, autocommit=True) as granter:  # it passes it on: a plain REVOKE would fail
+        granter.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(
+            sql.SQL(COLLECTOR), sql.Identifier(str(passed_on_role))))
     pending = plan(dsn, SEED_BADGES).plan
     (step,) = pending.steps
-    assert step.reason == f"drifted: EXECUTE granted to {', '.join(sorted(['PUBLIC', str(helper_role)]))}"
+    granted = ", ".join(sorted(["PUBLIC", str(helper_role), str(passed_on_role)]))
+    assert step.reason == f"drifted: EXECUTE granted to {granted}"
     apply(dsn, SEED_BADGES)
     assert plan(dsn, SEED_BADGES).plan.in_sync
     row = conn.execute(f"SELECT proacl::text[] FROM pg_proc WHERE oid = '{COLLECTOR}()'::regprocedure").fetchone()
-    assert row is not None and all(not entry.startswith(("=", f"{helper_role}=")) for entry in row[0])
+    assert row is not None and all(not entry.startswith(("=", f"{helper_role}=", f"{passed_on_role}="))
+                                   for entry in row[0])
 
 
 @pytest.mark.parametrize("condition, function", [
