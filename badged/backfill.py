@@ -31,12 +31,12 @@ import structlog
 from psycopg import sql
 
 from badged.awarding import AWARD_TABLE, award_users_statement
-from badged.catalog import Table, read_names
+from badged.catalog import Table
 from badged.condition import Event
 from badged.errors import DatabaseMismatch, LockTimeout
+from badged.function_body import function_search_path
 from badged.locks import lock_users_statement
-from badged.names import search_path_for
-from badged.qualify import qualify_badges, wanted_names
+from badged.reconcile import qualify_in_database
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -79,7 +79,7 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
                  settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
                  on_progress: ProgressCallback | None = None) -> Progress:
     """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
-    search_path = sql.SQL(", ").join(map(sql.Identifier, search_path_for(table.schema, table.schema_writers)))
+    search_path = sql.SQL(", ").join(map(sql.Identifier, function_search_path(table)))
     with dsn_connect() as reader, dsn_connect() as writer:
         badge = _qualified(reader, badge, table, settings)
         statement = candidates_sql(badge, table, settings)
@@ -111,8 +111,7 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
 def _qualified(conn: psycopg.Connection[Any], badge: Badge, table: Table, settings: Settings) -> Badge:
     """*badge* with the names of its condition qualified as its trigger's are (see ``names``)."""
     tables = {str(badge.table): table}
-    (badge,), problems = qualify_badges((badge,), tables, read_names(conn, *wanted_names((badge,), tables)),
-                                        settings.allow_volatile)
+    (badge,), problems = qualify_in_database(conn, (badge,), tables, settings)
     if problems:
         raise DatabaseMismatch("database", problems)
     return badge

@@ -36,11 +36,11 @@ from psycopg.rows import dict_row
 
 from badged.awarding import award_statement, held_statement
 from badged.backoff import Backoff
-from badged.catalog import Table, read_names, read_routines, resolve_tables
+from badged.catalog import Table, read_routines, resolve_tables
 from badged.errors import BadgedError, ConnectionFailed
 from badged.function_body import function_search_path, needs_function_lock
 from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
-from badged.qualify import qualify_badges, wanted_names
+from badged.reconcile import qualify_in_database
 from badged.render import object_name, trigger_kind
 from badged.routines import Routines
 from badged.settings import Settings
@@ -152,8 +152,7 @@ class _Badges:
         tables = resolve_tables(conn, (badge.table for badge in badges))
         # evaluated as the trigger does: every name qualified (a badge whose names do not resolve
         # was refused by reconcile; its checks fail here and are dropped with a warning, as the trigger's)
-        badges, _problems = qualify_badges(badges, tables, read_names(conn, *wanted_names(badges, tables)),
-                                           settings.allow_volatile)
+        badges, _problems = qualify_in_database(conn, badges, tables, settings)
         by_code = {badge.code: (badge, table) for badge in badges
                    if (table := tables.get(str(badge.table))) is not None}
         routines = read_routines(conn, {name for badge in badges for _, name in badge.condition.calls})

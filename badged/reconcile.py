@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +129,8 @@ def check_rendered(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) 
 
 
 def _is_superuser(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = pg_catalog.current_user()"
-                       ).fetchone()
-    return bool(row and row[0])
+    """The server reports ``is_superuser`` on connect and on every SET ROLE: no query needed."""
+    return conn.info.parameter_status("is_superuser") == "on"
 
 
 def _read_only(conn: psycopg.Connection[Any]) -> bool:
@@ -171,15 +171,21 @@ def _set_local_lock_timeout(conn: psycopg.Connection[Any], milliseconds: int) ->
     conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",))
 
 
+def qualify_in_database(conn: psycopg.Connection[Any], badges: tuple[Badge, ...],
+                        tables: Mapping[str, Table | None], settings: Settings
+                        ) -> tuple[tuple[Badge, ...], list[Problem]]:
+    """*badges* with their conditions' names qualified as the database resolves them (``names``), and the problems."""
+    known = read_names(conn, *wanted_names(badges, tables))
+    return qualify_badges(badges, tables, known, settings.allow_volatile)
+
+
 def resolve_and_check(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], tables: dict[str, Table | None],
                       settings: Settings) -> tuple[tuple[Badge, ...], dict[str, Table]]:
     """*badges* with every name in their conditions qualified (``names``), checked against the database.
 
     Raise DatabaseMismatch listing every problem: of names, tables, columns and conditions.
     """
-    schemas, names, calls = wanted_names(badges, tables)
-    known = read_names(conn, schemas, names, calls)
-    badges, problems = qualify_badges(badges, tables, known, settings.allow_volatile)
+    badges, problems = qualify_in_database(conn, badges, tables, settings)
     try:
         resolved = check_against_database(conn, badges, tables, schema=settings.schema)
     except DatabaseMismatch as exc:

@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import psycopg
 from psycopg import conninfo
@@ -298,6 +298,9 @@ class Options(BaseSettings):
     group: Annotated[str | None, BeforeValidator(_optional_group)] = Field(None, alias="BADGED_GROUP")
     allow_volatile: Annotated[str, BeforeValidator(_function_names)] = Field("", alias="BADGED_ALLOW_VOLATILE")
 
+    #: whether the environment is read at all (not for Django's settings: ``_GivenOptions``)
+    _reads_environment: ClassVar[bool] = True
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource,
@@ -305,7 +308,7 @@ class Options(BaseSettings):
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Values given (flags) over the environment; no .env file, no secrets directory."""
-        return init_settings, env_settings
+        return (init_settings, env_settings) if cls._reads_environment else (init_settings,)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,13 +328,7 @@ class Options(BaseSettings):
 class _GivenOptions(Options):
     """``Options`` from the values given alone (Django settings): the environment is not read."""
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    _reads_environment: ClassVar[bool] = False
 
 
 class OptionsError(ConfigError):
