@@ -4,10 +4,13 @@ For applications::
 
     import badged
 
-    for event in badged.subscribe(dsn, group="mailer"):
-        send_congratulations(event.user_id, event.badge_name)
+    with badged.subscribe(dsn, group="mailer") as events:
+        for event in events:
+            send_congratulations(event.user_id, event.badge_name)
 
-``async for event in badged.subscribe(...)`` works too. See ``badged.listen``.
+``async with`` / ``async for`` work too, natively on asyncio (``badged.listen``);
+``await badged.forward(dsn, sink, group=...)`` runs a sink (``badged.sinks``) as ``badged run`` does.
+The library logs through ``logging`` (logger ``badged``) and configures nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["AwardEvent", "Subscription", "__version__", "subscribe"]
+__all__ = ["AwardEvent", "Subscription", "__version__", "forward", "subscribe"]
 
 if TYPE_CHECKING:
     from badged.events import AwardEvent
+    from badged.forwarder import forward
     from badged.listen import Subscription, subscribe
 
 
@@ -28,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from badged import listen
 
         return getattr(listen, name)
+    if name == "forward":
+        from badged.forwarder import forward
+
+        return forward
     if name == "AwardEvent":
         from badged.events import AwardEvent
 

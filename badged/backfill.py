@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import structlog
 from psycopg import sql
 
 from badged.awarding import AWARD_TABLE, award_users_statement
@@ -36,11 +35,12 @@ from badged.condition import Event
 from badged.errors import DatabaseMismatch, LockTimeout
 from badged.function_body import function_search_path
 from badged.locks import lock_users_statement
+from badged.logs import get_logger
 from badged.reconcile import qualify_in_database
 from badged.settings import Settings
 from badged.spec import Badge
 
-log = structlog.get_logger("badged.backfill")
+log = get_logger("badged.backfill")
 
 
 @dataclass

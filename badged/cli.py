@@ -8,6 +8,7 @@ stderr as one sentence each, never with a traceback or a password.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ import psycopg
 from badged import __version__
 from badged.db import connect, resolve_dsn, scrub
 from badged.errors import BadgedError, ConfigError, SpecError
-from badged.logs import LEVELS, configure_logging
+from badged.log_output import LEVELS, configure_logging
 from badged.output import outcome_json, outcome_text, plan_json, plan_text
 from badged.reconcile import reconcile
 from badged.settings import Options, OptionsError, Settings, load_options
@@ -26,6 +27,8 @@ from badged.spec import Badge, load_badges
 
 if TYPE_CHECKING:
     from badged.backfill import Progress
+    from badged.daemon import SinkSpec
+    from badged.parking import ParkingStatements
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -45,7 +48,8 @@ _SETTING_OF_FLAG = {
     "statement_timeout": "BADGED_STATEMENT_TIMEOUT", "output": "BADGED_OUTPUT", "resync": "BADGED_RESYNC",
     "recheck_interval": "BADGED_RECHECK_INTERVAL", "http": "BADGED_HTTP", "configmap": "BADGED_CONFIGMAP",
     "webhook": "BADGED_WEBHOOK", "webhook_secret_file": "BADGED_WEBHOOK_SECRET_FILE",
-    "webhook_group": "BADGED_WEBHOOK_GROUP", "group": "BADGED_GROUP", "log_level": "BADGED_LOG_LEVEL",
+    "webhook_group": "BADGED_WEBHOOK_GROUP", "sink": "BADGED_SINK", "sink_group": "BADGED_SINK_GROUP",
+    "group": "BADGED_GROUP", "log_level": "BADGED_LOG_LEVEL",
     "log_format": "BADGED_LOG_FORMAT", "allow_volatile": "BADGED_ALLOW_VOLATILE",
 }
 
@@ -150,16 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--http", **_setting("http"), metavar="ADDR",
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
-    hook = run.add_argument_group("webhook")
+    hook = run.add_argument_group("event sinks (README, Events)")
     hook.add_argument("--webhook", **_setting("webhook"), metavar="URL",
-                      help="POST every badge-earned event here, at least once (env BADGED_WEBHOOK)")
+                      help="POST every badge-earned event here, at least once, signed as Standard Webhooks do "
+                           "(env BADGED_WEBHOOK)")
     hook.add_argument("--webhook-secret-file", **_setting("webhook_secret_file"),
                       metavar="PATH",
-                      help="shared secret for the X-Badged-Signature HMAC-SHA256 header "
+                      help="the signing secret, whsec_... (`badged events secret` makes one) "
                            "(env BADGED_WEBHOOK_SECRET_FILE; required with --webhook)")
     hook.add_argument("--webhook-group", **_setting("webhook_group"), metavar="NAME",
                       help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
                            "default webhook)")
+    hook.add_argument("--sink", **_setting("sink"), metavar="nats://HOST:PORT/SUBJECT",
+                      help="publish every badge-earned event to NATS JetStream, at least once, de-duplicated by "
+                           "Nats-Msg-Id (env BADGED_SINK)")
+    hook.add_argument("--sink-group", **_setting("sink_group"), metavar="NAME",
+                      help="consumer group holding the --sink's position (env BADGED_SINK_GROUP; default nats)")
     run.set_defaults(handler=_run)
 
     recheck = commands.add_parser("recheck", parents=[spec, database, logs],
@@ -188,11 +198,31 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--batch-size", type=int, default=1000, metavar="N", help="awards read per query")
     listen.set_defaults(handler=_listen)
 
+    _add_events_commands(commands, database, logs)
+
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
     demo.add_argument("--log-format", default="console", help=argparse.SUPPRESS)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_events_commands(commands: Any, database: _Parser, logs: _Parser) -> None:
+    events = commands.add_parser("events", help="parked events (refused by a sink for good), and webhook secrets")
+    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION", parser_class=_Parser)
+    parked = actions.add_parser("parked", parents=[database, logs],
+                                help="list the events a sink refused for good (a 4xx, a redirect), with its answer")
+    parked.add_argument("--group", **_setting("group"), metavar="NAME", help="only this sink's group")
+    parked.add_argument("--limit", type=int, default=100, metavar="N", help="at most N events (default 100)")
+    parked.set_defaults(handler=_events_parked)
+    replay = actions.add_parser("replay", parents=[database, logs],
+                                help="ask the running sinks (badged run) to send parked events again")
+    replay.add_argument("--group", **_setting("group"), metavar="NAME", help="only this sink's group")
+    replay.add_argument("--award", type=int, action="append", metavar="ID", help="only this award (repeatable)")
+    replay.add_argument("--all", action="store_true", help="every parked event (of --group, if given)")
+    replay.set_defaults(handler=_events_replay)
+    secret = actions.add_parser("secret", parents=[logs], help="print a new webhook signing secret (whsec_...)")
+    secret.set_defaults(handler=_events_secret)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,17 +325,35 @@ def _run(args: argparse.Namespace) -> int:
         source = ConfigMapSource.from_reference(args.configmap)
     else:
         source = FileSource(args.badges)
-    webhook = None
-    if args.webhook:
-        from badged.webhook import WebhookOptions, read_secret
-
-        if args.webhook_secret_file is None:
-            raise ConfigError("--webhook needs --webhook-secret-file (the HMAC key receivers verify with)")
-        webhook = WebhookOptions(args.webhook, read_secret(args.webhook_secret_file), args.webhook_group)
     options = DaemonOptions(dsn=resolve_dsn(args.dsn), settings=settings, resync_seconds=args.resync,
-                            allow_empty=args.allow_empty, http=args.http or None, webhook=webhook,
+                            allow_empty=args.allow_empty, http=args.http or None, sinks=_sinks(args),
                             recheck_seconds=args.recheck_interval)
     return run_daemon(source, options)
+
+
+def _sinks(args: argparse.Namespace) -> tuple[SinkSpec, ...]:
+    """The sinks of ``badged run``, each checked now (a bad URL or secret file fails the start, not the sink)."""
+    from badged.daemon import SinkSpec
+
+    sinks = []
+    if args.webhook:
+        from badged.sinks.webhook import WebhookSink, read_secret
+
+        if args.webhook_secret_file is None:
+            raise ConfigError("--webhook needs --webhook-secret-file (the signing secret receivers verify with; "
+                              "`badged events secret` makes one)")
+        url, secret = args.webhook, read_secret(args.webhook_secret_file)
+        WebhookSink(url, secret)  # checks the URL
+        sinks.append(SinkSpec("webhook", args.webhook_group, lambda: WebhookSink(url, secret)))
+    if args.sink:
+        from badged.sinks.nats import NatsSink
+
+        broker = args.sink
+        NatsSink.from_url(broker)  # checks the URL
+        sinks.append(SinkSpec("nats", args.sink_group, lambda: NatsSink.from_url(broker)))
+    if len({sink.group for sink in sinks}) < len(sinks):
+        raise ConfigError("--webhook-group and --sink-group must differ: each sink keeps its own position")
+    return tuple(sinks)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -396,22 +444,78 @@ def _progress_printer() -> Callable[[Progress], None]:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from badged.listen import Subscription
+    """The JSON-lines sink fed by a subscription; SIGTERM/SIGINT finish the batch in hand, save, exit."""
+    import asyncio
 
-    settings = Settings(schema=args.schema, channel=args.channel,
-                        lock_timeout_ms=int(args.lock_timeout * 1000),
-                        statement_timeout_ms=int(args.statement_timeout * 1000))
-    subscription = Subscription(resolve_dsn(args.dsn), group=args.group, since=args.since, settings=settings,
+    from badged.forwarder import Forwarder
+    from badged.listen import Subscription
+    from badged.sinks.jsonlines import JsonLinesSink
+
+    subscription = Subscription(resolve_dsn(args.dsn), group=args.group, since=args.since, settings=_settings(args),
                                 batch_size=args.batch_size)
-    stop = lambda signum, frame: subscription.close()  # noqa: E731 - finish the batch, save, exit
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+
+    async def follow() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, subscription.close)
+        await Forwarder(subscription, JsonLinesSink(sys.stdout)).run()
+
     try:
-        for event in subscription:
-            sys.stdout.write(event.to_json() + "\n")
-            sys.stdout.flush()
+        asyncio.run(follow())
     except BrokenPipeError:  # the reader went away (| head): not an error
         sys.stderr.close()
+    return EXIT_OK
+
+
+def _events_parked(args: argparse.Namespace) -> int:
+    from badged.parking import ParkingStatements
+
+    settings = _settings(args)
+    statements = ParkingStatements(settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        _require_parking(conn, statements)
+        parked = statements.read_listing(conn.execute(*statements.listing(args.group, args.limit)).fetchall())
+    if args.output == "json":
+        print(json.dumps([event.as_dict() for event in parked], indent=2))
+        return EXIT_OK
+    for event in parked:
+        replay = " (replay asked)" if event.replay_requested_at else ""
+        print(f"{event.group}  award {event.award_id}  {event.badge} for {event.user_id}  via {event.sink}: "
+              f"{event.reason}  x{event.attempts}, since {event.parked_at:%Y-%m-%d %H:%M:%S %Z}{replay}")
+        if event.response:
+            print(f"    answer: {' '.join(event.response.split())[:200]}")
+    print(f"{len(parked)} parked" + (f" in group {args.group}" if args.group else ""))
+    return EXIT_OK
+
+
+def _events_replay(args: argparse.Namespace) -> int:
+    from badged.parking import ParkingStatements
+
+    if not args.all and not args.award:
+        raise ConfigError("say which parked events to send again: --award ID (repeatable) or --all")
+    settings = _settings(args)
+    statements = ParkingStatements(settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        _require_parking(conn, statements)
+        marked = conn.execute(*statements.request_replay(args.group, None if args.all else args.award)).fetchall()
+    groups = sorted({str(row[0]) for row in marked})
+    print(f"{len(marked)} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}"
+                                                              if groups else "")
+          + ("; `badged run` sends them within seconds" if marked else ""))
+    return EXIT_OK
+
+
+def _require_parking(conn: psycopg.Connection[Any], statements: ParkingStatements) -> None:
+    row = conn.execute(*statements.table_exists()).fetchone()
+    if not row or not row[0]:
+        raise ConfigError(f"{statements.table_name} is missing: run `badged reconcile --once` (or `badged run`) "
+                          "against this database first")
+
+
+def _events_secret(args: argparse.Namespace) -> int:
+    from badged.sinks.webhook import new_secret
+
+    print(new_secret())
     return EXIT_OK
 
 

@@ -25,7 +25,8 @@ A level-based control loop, in the manner of a Kubernetes controller:
   rolls back); if the cancel request does not get through, the connection is cut, and
   a worker that still does not return is left behind;
 * after the first success, background tasks start: the drain of deferred badge
-  checks (``recheck``) and the webhook sink. They, the watch of the source and the
+  checks (``recheck``) and one forwarder per sink (webhook, NATS; ``forwarder``), each
+  an asyncio task reading its own consumer group. They, the watch of the source and the
   HTTP server are supervised: one that dies makes /readyz fail naming it, is counted
   in ``badged_task_failures_total{task}``, and is started again with backoff.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 import signal
@@ -48,21 +50,23 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
-import structlog
 
 from badged.backoff import Backoff
 from badged.db import connect, describe, sever
 from badged.errors import BadgedError, Cause, ConnectionFailed, PermanentError, SourceError, SpecError, TemporaryError
+from badged.forwarder import Forwarder
 from badged.health import Health, HealthServer
+from badged.listen import Subscription
+from badged.logs import get_logger
 from badged.metrics import Metrics
 from badged.recheck import Drained, RecheckWorker
 from badged.reconcile import Outcome, reconcile
 from badged.settings import Settings
+from badged.sinks import Sink
 from badged.sources import Source
 from badged.spec import Badge, parse_badges
-from badged.webhook import WebhookForwarder, WebhookOptions
 
-log = structlog.get_logger("badged.daemon")
+log = get_logger("badged.daemon")
 
 #: How long a reconcile in flight may go on after SIGTERM before it is cancelled.
 SHUTDOWN_GRACE_S = 1.0
@@ -74,6 +78,10 @@ ABANDON_AFTER_S = 0.5
 STALL_SLACK_S = 5.0
 #: After a lock timeout, the backoff starts at this many lock_timeouts (each try queues app writes that long).
 LOCK_BACKOFF_FACTOR = 4.0
+#: Awards a sink's forwarder reads per query (its batch: the position advances when all are delivered or parked).
+SINK_BATCH = 100
+#: On shutdown, how long the forwarders may finish the event in hand before they are cancelled.
+SINK_STOP_GRACE_S = 0.5
 #: How often the supervisor looks at the background tasks.
 SUPERVISE_INTERVAL_S = 0.25
 #: A task that ran this long before dying starts its restart backoff afresh.
@@ -86,13 +94,23 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
+class SinkSpec:
+    """A sink ``badged run`` feeds: its task's name (``webhook``, ``nats``), its consumer group, and how to make it."""
+
+    name: str
+    group: str
+    make: Callable[[], Sink]
+
+
+@dataclass(frozen=True)
 class DaemonOptions:
     dsn: str
     settings: Settings
     resync_seconds: float = 60.0
     allow_empty: bool = False
     http: str | None = ":8080"
-    webhook: WebhookOptions | None = None
+    #: where badge-earned events go, each from its own consumer group
+    sinks: tuple[SinkSpec, ...] = ()
     #: how often to finish the badge checks triggers deferred (see ``recheck``)
     recheck_seconds: float = 1.0
     #: a pass running longer than this is stalled; None: statement_timeout + lock_timeout + STALL_SLACK_S
@@ -156,7 +174,7 @@ class Daemon:
         self._worker_running = False
         self._server: HealthServer | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._forwarder: WebhookForwarder | None = None
+        self._forwarders: dict[str, tuple[Forwarder, asyncio.Task[None]]] = {}
         self._recheck: _Recheck | None = None
         self._badges: tuple[Badge, ...] = ()
         self._tasks: dict[str, _Task] = {}
@@ -212,10 +230,9 @@ class Daemon:
             tasks.append(self._watcher)
         with contextlib.suppress(Exception):
             await asyncio.wait(tasks, timeout=1.0)
-        forwarder, recheck, server = self._forwarder, self._recheck, self._server
+        await self._stop_forwarders()
+        recheck, server = self._recheck, self._server
         steps: list[Callable[[], None]] = []
-        if forwarder is not None:  # threads a stalled network holds up are left behind (daemon threads)
-            steps.append(lambda: forwarder.stop(timeout=0.25))
         if recheck is not None:
             steps.append(lambda: recheck.stop(timeout=0.25))
         if server is not None:
@@ -344,11 +361,12 @@ class Daemon:
 
     def _start_background(self, badges: tuple[Badge, ...]) -> None:
         self._badges = badges
-        if self.options.webhook and self._forwarder is None:
-            self._restart_webhook()
-            # restarted: its position lives in the consumer group; the batch in hand is sent again
-            self._supervise("webhook", lambda: self._forwarder.failure if self._forwarder else None,
-                            self._restart_webhook)
+        for spec in self.options.sinks:
+            if spec.name not in self._forwarders:
+                self._restart_sink(spec)
+                # restarted: its position lives in the consumer group; the batch in hand is sent again
+                self._supervise(spec.name, functools.partial(self._sink_failure, spec.name),
+                                functools.partial(self._restart_sink, spec))
         if self._recheck is None:
             self._restart_recheck()
             # restarted: every pass reads the recheck table anew
@@ -357,11 +375,33 @@ class Daemon:
         assert self._recheck is not None
         self._recheck.use(badges)
 
-    def _restart_webhook(self) -> None:
-        assert self.options.webhook is not None
-        self._forwarder = WebhookForwarder(self.options.dsn, self.options.settings, self.options.webhook,
-                                           self.metrics)
-        self._forwarder.start()
+    def _restart_sink(self, spec: SinkSpec) -> None:
+        subscription = Subscription(self.options.dsn, group=spec.group, settings=self.options.settings,
+                                    batch_size=SINK_BATCH)
+        forwarder = Forwarder(subscription, spec.make(), self.metrics)
+        task = asyncio.create_task(forwarder.run(), name=f"badged-sink-{spec.name}")
+        self._forwarders[spec.name] = forwarder, task
+
+    def _sink_failure(self, name: str) -> BaseException | None:
+        _forwarder, task = self._forwarders[name]
+        if not task.done() or task.cancelled():
+            return None
+        return task.exception() or RuntimeError(f"the {name} forwarder ended")
+
+    async def _stop_forwarders(self) -> None:
+        """Let each forwarder finish the event in hand for a moment (its batch's position is saved), then cancel:
+        a batch left unfinished rolls back and is sent again next time."""
+        tasks = []
+        for forwarder, task in self._forwarders.values():
+            forwarder.close()
+            tasks.append(task)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=SINK_STOP_GRACE_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=SINK_STOP_GRACE_S)
 
     def _restart_recheck(self) -> None:
         options = self.options

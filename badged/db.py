@@ -84,6 +84,44 @@ def connect(dsn: str, settings: Settings, *, autocommit: bool = True,
 
     With *stop*, give up (ConnectionFailed) as soon as it is set, instead of waiting out connect_timeout.
     """
+    target = _target(dsn)
+    try:
+        conn = _open(target) if stop is None else _open_unless(target, stop)
+    except psycopg.Error as exc:
+        raise _connect_failed(exc, dsn) from None
+    try:
+        conn.execute(_TIMEOUTS, _timeouts(settings))
+    except psycopg.Error as exc:
+        conn.close()
+        raise _configure_failed(exc, dsn) from None
+    conn.autocommit = autocommit
+    return conn
+
+
+async def connect_async(dsn: str, settings: Settings) -> psycopg.AsyncConnection[Any]:
+    """``connect`` for asyncio, in autocommit: cancelling the awaiting task abandons the attempt."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(_target(dsn), autocommit=True)
+    except psycopg.Error as exc:
+        raise _connect_failed(exc, dsn) from None
+    try:
+        await conn.execute(_TIMEOUTS, _timeouts(settings))
+    except psycopg.Error as exc:
+        await conn.close()
+        raise _configure_failed(exc, dsn) from None
+    return conn
+
+
+_TIMEOUTS = ("SELECT pg_catalog.set_config('statement_timeout', %s, false),"
+             " pg_catalog.set_config('lock_timeout', %s, false)")
+
+
+def _timeouts(settings: Settings) -> tuple[str, str]:
+    return f"{settings.statement_timeout_ms}ms", f"{settings.lock_timeout_ms}ms"
+
+
+def _target(dsn: str) -> str:
+    """*dsn* with badged's defaults for what it does not set (see the module docstring)."""
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -92,25 +130,19 @@ def connect(dsn: str, settings: Settings, *, autocommit: bool = True,
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     for name, value in TCP_DEFAULTS.items():
         params.setdefault(name, value)
-    target = conninfo.make_conninfo("", **params)
-    try:
-        conn = _open(target) if stop is None else _open_unless(target, stop)
-    except psycopg.Error as exc:
-        unnamed = "" if dsn else "no --dsn, BADGED_DSN or DATABASE_URL was given, and libpq's defaults failed: "
-        raise translate(exc, "connect to the database",
-                        detail=f"{unnamed}{_first_line(scrub(str(exc), dsn))}") from None
-    try:
-        conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false),"
-                     " pg_catalog.set_config('lock_timeout', %s, false)",
-                     (f"{settings.statement_timeout_ms}ms", f"{settings.lock_timeout_ms}ms"))
-    except psycopg.Error as exc:
-        conn.close()
-        raise translate(exc, "configure the connection", detail=_first_line(scrub(str(exc), dsn))) from None
-    conn.autocommit = autocommit
-    return conn
+    return conninfo.make_conninfo("", **params)
 
 
-def sever(conn: psycopg.Connection[Any]) -> None:
+def _connect_failed(exc: psycopg.Error, dsn: str) -> Exception:
+    unnamed = "" if dsn else "no --dsn, BADGED_DSN or DATABASE_URL was given, and libpq's defaults failed: "
+    return translate(exc, "connect to the database", detail=f"{unnamed}{_first_line(scrub(str(exc), dsn))}")
+
+
+def _configure_failed(exc: psycopg.Error, dsn: str) -> Exception:
+    return translate(exc, "configure the connection", detail=_first_line(scrub(str(exc), dsn)))
+
+
+def sever(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Cut *conn*'s socket, from any thread: whatever waits on it (even through a stalled network) fails at once.
 
     Unlike ``close()``, it neither sends anything nor frees what another thread is using: the socket is

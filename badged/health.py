@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from badged.errors import ConfigError
+from badged.logs import get_logger
 from badged.metrics import Metrics
 
-log = structlog.get_logger("badged.health")
+log = get_logger("badged.health")
 
 
 #: A readiness check: None when all is well, else why not. Called from HTTP threads: it must only read.

@@ -1,9 +1,10 @@
-"""Subscribe to badge-earned events: ``badged listen`` and ``badged.subscribe()``.
+"""Subscribe to badge-earned events: ``badged.subscribe()``, ``badged listen`` and every sink.
 
 Nothing is lost while no one listens, because the award table is the source of
 truth and NOTIFY only rings the doorbell:
 
-1. LISTEN on a connection of its own (psycopg's ``notifies()`` needs one);
+1. LISTEN on a connection of its own (psycopg's ``notifies()`` needs one), and prove it
+   hears a NOTIFY on a private channel of its own (a transaction pooler drops LISTEN);
 2. catch up from the award table, in batches, from a ``Position`` (see ``events``);
 3. wait for a notification (or a short poll), then read again from the position.
 
@@ -11,13 +12,20 @@ Without a group the position lives in memory and starts "now" (or ``since``).
 With ``group=NAME`` it lives in ``<schema>.consumer_group``: a batch is read, handed
 over and the position advanced in one transaction holding the group's row
 ``FOR UPDATE SKIP LOCKED``, so several processes of one group share the work
-without duplicates, and a crash before commit hands the batch out again
-(at-least-once; exact across clean stops).
+without duplicates. The position is saved when the consumer asks for the event
+after a batch's last, i.e. once it has handled every event of the batch: a crash,
+an exception or a ``break`` before that rolls the batch back, and it is handed out
+again (at-least-once; exact across clean stops).
+
+``for event in sub`` runs on psycopg's ``Connection``; ``async for event in sub`` runs
+natively on its ``AsyncConnection`` (no thread), so cancelling the task that iterates
+ends it at once. Both speak the same protocol (``event_sql``). ``with`` / ``async with``
+close the subscription and roll back a batch left unfinished.
 
 Temporary database errors (by SQLSTATE, see ``db_errors``: a lost connection, a
 restart, a timeout) are retried with backoff on new connections; permanent ones (a
 missing right) end the iteration with a clear error, as does a DSN whose LISTEN never
-hears its own NOTIFY (a transaction-mode PgBouncer).
+hears its own NOTIFY.
 
 ``close()`` lets the batch in hand finish and its position be saved; a query still
 unanswered ``CLOSE_GRACE_S`` later (a stalled proxy answers nothing and closes
@@ -29,32 +37,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Generator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from types import TracebackType
 from typing import Any
 
 import psycopg
-import structlog
-from psycopg import pq, sql
+from psycopg import pq
 
-from badged.awarding import AWARD_TABLE
+from badged import event_sql
 from badged.backoff import Backoff
-from badged.db import connect, sever
+from badged.db import connect, connect_async, sever
 from badged.db_errors import translate
 from badged.errors import BadgedError, ConfigError, PermanentError, TemporaryError
+from badged.event_sql import EventStatements
 from badged.events import AwardEvent, Position
-from badged.render import BADGE_TABLE, GROUP_TABLE
+from badged.logs import get_logger
 from badged.settings import Settings
 
-log = structlog.get_logger("badged.listen")
+log = get_logger("badged.listen")
 
 #: How long to wait for our own NOTIFY before deciding LISTEN cannot work here.
 LISTEN_PROBE_TIMEOUT_S = 3.0
 #: After close(), how long the batch in hand may take before the connections are cut.
 CLOSE_GRACE_S = 2.0
+#: The longest a wait for the doorbell goes without looking at close().
+_WAKE_STEP_S = 0.5
+
+_AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
 class Subscription:
@@ -66,6 +78,8 @@ class Subscription:
             raise ConfigError("the group name must not be empty")
         if batch_size < 1:
             raise ConfigError("batch size must be at least 1")
+        if poll_interval <= 0:
+            raise ConfigError("the poll interval must be positive")
         self.dsn = dsn
         self.group = group
         self.since = since
@@ -74,10 +88,16 @@ class Subscription:
         self.poll_interval = poll_interval
         self._closed = threading.Event()
         self._position: Position | None = None
-        self._sql = _Statements(self.settings)
+        self._sql = EventStatements(self.settings)
         #: the connections of the session in progress, for close() to cut if the network stalls
-        self._live: set[psycopg.Connection[Any]] = set()
+        self._live: set[_AnyConnection] = set()
         self._live_lock = threading.Lock()
+        #: iterations begun, for ``with`` / ``async with`` to end (rolling back an unfinished batch)
+        #: (weakly: one the consumer dropped is closed by the garbage collector, as any generator)
+        self._iterations: weakref.WeakSet[Generator[AwardEvent, None, None]] = weakref.WeakSet()
+        self._async_iterations: weakref.WeakSet[AsyncGenerator[AwardEvent, None]] = weakref.WeakSet()
+
+    # -- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop after the batch in hand (its position is saved first); a query the network still holds up
@@ -91,6 +111,32 @@ class Subscription:
         timer = threading.Timer(CLOSE_GRACE_S, self._sever)
         timer.daemon = True
         timer.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+        for iteration in list(self._iterations):
+            iteration.close()  # a batch left unfinished is rolled back: handed out again later
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """``close()``, then end the async iterations at once (an unfinished batch is rolled back)."""
+        self.close()
+        for iteration in list(self._async_iterations):
+            await iteration.aclose()
 
     def _sever(self) -> None:
         """From the grace's end until the session ends: cut a connection that waits on the database.
@@ -110,68 +156,82 @@ class Subscription:
                     sever(conn)
             time.sleep(0.25)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
+    def _track(self, conn: _AnyConnection, live: bool) -> None:
+        with self._live_lock:
+            if live:
+                self._live.add(conn)
+            else:
+                self._live.discard(conn)
+
+    def _retry_delay(self, exc: Exception, backoff: Backoff) -> float | None:
+        """After *exc* ended a session: the wait before the next, None when closed; raise what is permanent."""
+        error = translate(exc, "read awards") if isinstance(exc, psycopg.Error) else exc
+        if self.closed:
+            return None  # cut by close(): nothing to retry
+        if not isinstance(error, TemporaryError):
+            raise error from None
+        delay = backoff.next_delay()
+        log.warning("listen.reconnect", error=str(error), cause=error.cause, retry_in=round(delay, 2))
+        return delay
+
+    def _started(self, backoff: Backoff) -> None:
+        backoff.reset()
+        log.info("listen.started", group=self.group, channel=self.settings.channel)
 
     # -- the plain iterator ------------------------------------------------------------
 
     def __iter__(self) -> Generator[AwardEvent, None, None]:
+        iteration = self._events()
+        self._iterations.add(iteration)
+        return iteration
+
+    def _events(self) -> Generator[AwardEvent, None, None]:
         backoff = Backoff()
         while not self.closed:
             try:
                 yield from self._session(backoff)
             except (psycopg.Error, BadgedError) as exc:
-                error = translate(exc, "read awards") if isinstance(exc, psycopg.Error) else exc
-                if self.closed:
-                    return  # cut by close(): nothing to retry
-                if not isinstance(error, TemporaryError):
-                    raise error from None
-                delay = backoff.next_delay()
-                log.warning("listen.reconnect", error=str(error), cause=error.cause, retry_in=round(delay, 2))
+                delay = self._retry_delay(exc, backoff)
+                if delay is None:
+                    return
                 self._closed.wait(delay)
 
     def _session(self, backoff: Backoff) -> Iterator[AwardEvent]:
         with self._connect() as work, self._connect() as bell:
-            bell.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.settings.channel)))
-            self._require_schema(work)
+            self._sql.require_tables(work.execute(*self._sql.tables_exist()).fetchone(), self.group)
             self._probe_listen(work, bell)
+            bell.execute(event_sql.listen(self.settings.channel))
             if self.group is not None:
-                self._ensure_group(work)
+                work.execute(*self._sql.create_group(self.group, self._start_position(work)))
             elif self._position is None:
                 self._position = self._start_position(work)
-            backoff.reset()
-            log.info("listen.started", group=self.group, channel=self.settings.channel)
+            self._started(backoff)
             while not self.closed:
                 if self.group is None:
                     yield from self._drain_memory(work)
                 else:
-                    yield from self._drain_group(work)
+                    yield from self._drain_group(work, self.group)
                 self._wait_for_doorbell(bell)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection of this session, which close() may cut; closed at the end."""
         conn = connect(self.dsn, self.settings, stop=self._closed)
-        with self._live_lock:
-            self._live.add(conn)
+        self._track(conn, live=True)
         try:
             with conn:
                 yield conn
         finally:
-            with self._live_lock:
-                self._live.discard(conn)
+            self._track(conn, live=False)
 
     def _wait_for_doorbell(self, bell: psycopg.Connection[Any]) -> None:
         """Return on a notification, after poll_interval, or soon after close()."""
-        waited = 0.0
-        step = min(0.5, self.poll_interval)
-        while not self.closed and waited < self.poll_interval:
-            if any(True for _ in bell.notifies(timeout=step, stop_after=1)):
+        deadline = time.monotonic() + self.poll_interval
+        while not self.closed and (left := deadline - time.monotonic()) > 0:
+            if any(True for _ in bell.notifies(timeout=min(_WAKE_STEP_S, left), stop_after=1)):
                 for _ in bell.notifies(timeout=0):  # swallow the rest of the burst: one read serves all
                     pass
                 return
-            waited += step
 
     def _drain_memory(self, work: psycopg.Connection[Any]) -> Iterator[AwardEvent]:
         while True:
@@ -183,142 +243,180 @@ class Subscription:
             if len(batch) < self.batch_size or self.closed:
                 return
 
-    def _drain_group(self, work: psycopg.Connection[Any]) -> Iterator[AwardEvent]:
+    def _drain_group(self, work: psycopg.Connection[Any], group: str) -> Iterator[AwardEvent]:
         while not self.closed:
             with work.transaction():
-                row = work.execute(self._sql.lock_group, (self.group,)).fetchone()
+                row = work.execute(*self._sql.lock_group(group)).fetchone()
                 if row is None:
                     return  # another member of the group holds it; the doorbell or the poll brings us back
                 position = Position(*row)
                 upto, batch = self._fetch(work, position)
                 for _txid, event in batch:
-                    yield event
+                    yield event  # resumed when the consumer wants the next: it has handled this one
                 after = position.advance(upto, batch, self.batch_size)
-                work.execute(self._sql.save_group, (after.snapshot, after.upto, after.after_txid, after.after_id,
-                                                    after.min_id, len(batch), self.group))
+                work.execute(*self._sql.save_group(group, after, len(batch)))
             if len(batch) < self.batch_size:
                 return
 
     def _fetch(self, work: psycopg.Connection[Any],
                position: Position) -> tuple[str, list[tuple[int, AwardEvent]]]:
         """The next batch of the delta from *position*, and the snapshot that delta ends at."""
-        upto = position.upto
-        if upto is None:
-            row = work.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()
-            assert row is not None
-            upto = str(row[0])
-        rows = work.execute(self._sql.fetch, {
-            "from": position.snapshot, "upto": upto, "after_txid": position.after_txid,
-            "after_id": position.after_id, "min_id": position.min_id, "limit": self.batch_size,
-        }).fetchall()
-        return upto, [(int(row[0]), AwardEvent(*row[1:])) for row in rows]
+        upto = position.upto or self._current_snapshot(work)
+        rows = work.execute(*self._sql.fetch(position, upto, self.batch_size)).fetchall()
+        return upto, self._sql.read_batch(rows)
+
+    def _current_snapshot(self, work: psycopg.Connection[Any]) -> str:
+        row = work.execute(event_sql.CURRENT_SNAPSHOT).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def _start_position(self, work: psycopg.Connection[Any]) -> Position:
-        if self.since is not None:
-            return Position.since(self.since)
-        row = work.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()
-        assert row is not None
-        return Position(str(row[0]))
-
-    def _ensure_group(self, work: psycopg.Connection[Any]) -> None:
-        start = self._start_position(work)
-        work.execute(self._sql.create_group, (self.group, start.snapshot, start.min_id))
-
-    def _require_schema(self, work: psycopg.Connection[Any]) -> None:
-        row = work.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL, pg_catalog.to_regclass(%s) IS NOT NULL",
-                           (f"{self.settings.schema}.{AWARD_TABLE}", f"{self.settings.schema}.{GROUP_TABLE}"),
-                           ).fetchone()
-        if not row or not row[0] or (self.group is not None and not row[1]):
-            raise PermanentError(
-                f"badged's tables are missing from schema {self.settings.schema!r}: run `badged reconcile --once` "
-                "(or `badged run`) against this database first"
-            )
+        snapshot = None if self.since is not None else self._current_snapshot(work)
+        return self._sql.start_position(self.since, snapshot)
 
     def _probe_listen(self, work: psycopg.Connection[Any], bell: psycopg.Connection[Any]) -> None:
-        """Prove the doorbell rings: a transaction-mode pooler silently drops LISTEN."""
-        token = f"badged-listen-probe-{uuid.uuid4()}"
-        work.execute("SELECT pg_catalog.pg_notify(%s, %s)", (self.settings.channel, token))
+        """Prove the doorbell rings, on a private channel (listeners of the public one parse its payloads as
+        JSON): a transaction-mode pooler silently drops LISTEN. Done before LISTEN on the public channel."""
+        channel = event_sql.probe_channel()
+        bell.execute(event_sql.listen(channel))
+        work.execute(event_sql.NOTIFY, (channel,))
+        heard = False
         for note in bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
-            if note.payload == token:
-                return
-        raise PermanentError(
-            "LISTEN on this connection never heard our own NOTIFY; a transaction-mode PgBouncer (or another "
-            "transaction pooler) cannot carry LISTEN/NOTIFY: point --dsn at PostgreSQL or a session-mode pool"
-        )
+            if note.channel == channel:
+                heard = True
+                break
+        if not heard:
+            raise PermanentError(event_sql.LISTEN_UNHEARD)
+        bell.execute(event_sql.unlisten(channel))
 
     # -- the async iterator ---------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[AwardEvent]:
-        return self._async_events()
+        iteration = self._async_events()
+        self._async_iterations.add(iteration)
+        return iteration
 
-    async def _async_events(self) -> AsyncIterator[AwardEvent]:
-        """The plain iterator, run in a thread; a hand-off queue of one keeps at most one event in flight."""
-        handoff: queue.Queue[AwardEvent | BaseException | None] = queue.Queue(maxsize=1)
-
-        def offer(item: AwardEvent | BaseException | None) -> bool:
-            while not self.closed:
-                try:
-                    handoff.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False  # the consumer left: drop it (an unfinished batch is rolled back)
-
-        def pump() -> None:
+    async def _async_events(self) -> AsyncGenerator[AwardEvent, None]:
+        backoff = Backoff()
+        while not self.closed:
             try:
-                for event in self:
-                    if not offer(event):
-                        return
-            except BaseException as exc:  # handed to the consumer
-                offer(exc)
-                return
-            offer(None)
+                async for event in self._async_session(backoff):
+                    yield event
+            except (psycopg.Error, BadgedError) as exc:
+                delay = self._retry_delay(exc, backoff)
+                if delay is None:
+                    return
+                await self._async_sleep(delay)
 
-        thread = threading.Thread(target=pump, name="badged-subscribe", daemon=True)
-        thread.start()
+    async def _async_session(self, backoff: Backoff) -> AsyncGenerator[AwardEvent, None]:
+        async with self._async_connect() as work, self._async_connect() as bell:
+            cursor = await work.execute(*self._sql.tables_exist())
+            self._sql.require_tables(await cursor.fetchone(), self.group)
+            await self._async_probe_listen(work, bell)
+            await bell.execute(event_sql.listen(self.settings.channel))
+            if self.group is not None:
+                await work.execute(*self._sql.create_group(self.group, await self._async_start_position(work)))
+            elif self._position is None:
+                self._position = await self._async_start_position(work)
+            self._started(backoff)
+            while not self.closed:
+                if self.group is None:
+                    async for event in self._async_drain_memory(work):
+                        yield event
+                else:
+                    async for event in self._async_drain_group(work, self.group):
+                        yield event
+                await self._async_wait_for_doorbell(bell)
+
+    @contextlib.asynccontextmanager
+    async def _async_connect(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        conn = await connect_async(self.dsn, self.settings)
+        self._track(conn, live=True)
         try:
-            while (item := await asyncio.to_thread(handoff.get)) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async with conn:
+                yield conn
         finally:
-            self.close()
-            await asyncio.to_thread(thread.join, 5.0)
+            self._track(conn, live=False)
+
+    async def _async_sleep(self, seconds: float) -> None:
+        """Sleep *seconds*, or until close()."""
+        deadline = time.monotonic() + seconds
+        while not self.closed and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(_WAKE_STEP_S, left))
+
+    async def _async_wait_for_doorbell(self, bell: psycopg.AsyncConnection[Any]) -> None:
+        deadline = time.monotonic() + self.poll_interval
+        while not self.closed and (left := deadline - time.monotonic()) > 0:
+            if [note async for note in bell.notifies(timeout=min(_WAKE_STEP_S, left), stop_after=1)]:
+                async for _ in bell.notifies(timeout=0):
+                    pass
+                return
+
+    async def _async_drain_memory(self, work: psycopg.AsyncConnection[Any]) -> AsyncGenerator[AwardEvent, None]:
+        while True:
+            assert self._position is not None
+            upto, batch = await self._async_fetch(work, self._position)
+            for _txid, event in batch:
+                yield event
+            self._position = self._position.advance(upto, batch, self.batch_size)
+            if len(batch) < self.batch_size or self.closed:
+                return
+
+    async def _async_drain_group(self, work: psycopg.AsyncConnection[Any],
+                                 group: str) -> AsyncGenerator[AwardEvent, None]:
+        while not self.closed:
+            async with work.transaction():
+                cursor = await work.execute(*self._sql.lock_group(group))
+                row = await cursor.fetchone()
+                if row is None:
+                    return
+                position = Position(*row)
+                upto, batch = await self._async_fetch(work, position)
+                for _txid, event in batch:
+                    yield event  # resumed when the consumer wants the next: it has handled this one
+                after = position.advance(upto, batch, self.batch_size)
+                await work.execute(*self._sql.save_group(group, after, len(batch)))
+            if len(batch) < self.batch_size:
+                return
+
+    async def _async_fetch(self, work: psycopg.AsyncConnection[Any],
+                           position: Position) -> tuple[str, list[tuple[int, AwardEvent]]]:
+        upto = position.upto or await self._async_current_snapshot(work)
+        cursor = await work.execute(*self._sql.fetch(position, upto, self.batch_size))
+        return upto, self._sql.read_batch(await cursor.fetchall())
+
+    async def _async_current_snapshot(self, work: psycopg.AsyncConnection[Any]) -> str:
+        row = await (await work.execute(event_sql.CURRENT_SNAPSHOT)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    async def _async_start_position(self, work: psycopg.AsyncConnection[Any]) -> Position:
+        snapshot = None if self.since is not None else await self._async_current_snapshot(work)
+        return self._sql.start_position(self.since, snapshot)
+
+    async def _async_probe_listen(self, work: psycopg.AsyncConnection[Any],
+                                  bell: psycopg.AsyncConnection[Any]) -> None:
+        channel = event_sql.probe_channel()
+        await bell.execute(event_sql.listen(channel))
+        await work.execute(event_sql.NOTIFY, (channel,))
+        heard = False
+        async for note in bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
+            if note.channel == channel:
+                heard = True
+                break
+        if not heard:
+            raise PermanentError(event_sql.LISTEN_UNHEARD)
+        await bell.execute(event_sql.unlisten(channel))
 
 
-def subscribe(dsn: str, group: str | None = None, since: int | None = None, **options: Any) -> Subscription:
-    """Award events from *dsn*, oldest first; ``for event in subscribe(...)`` or ``async for``."""
-    return Subscription(dsn, group=group, since=since, **options)
+def subscribe(dsn: str, *, group: str | None = None, since: int | None = None, settings: Settings | None = None,
+              batch_size: int = 1000, poll_interval: float = 1.0) -> Subscription:
+    """Award events from *dsn*, oldest first: ``for event in subscribe(...)`` or ``async for``.
 
-
-class _Statements:
-    def __init__(self, settings: Settings) -> None:
-        schema = sql.Identifier(settings.schema)
-        award = sql.SQL("{}.{}").format(schema, sql.Identifier(AWARD_TABLE))
-        badge = sql.SQL("{}.{}").format(schema, sql.Identifier(BADGE_TABLE))
-        group = sql.SQL("{}.{}").format(schema, sql.Identifier(GROUP_TABLE))
-        # The delta between two snapshots, read in (txid, id) order along the (txid, id)
-        # index, resuming after the last pair delivered: each batch is one index range scan.
-        self.fetch = sql.SQL("""
-            SELECT a.txid::text::int8, a.id, a.badge, b.name, a.user_id, a.awarded_at, b.trigger_table
-            FROM {award} a LEFT JOIN {badge} b ON b.code = a.badge
-            WHERE (a.txid, a.id) > (GREATEST(pg_catalog.pg_snapshot_xmin(%(from)s::pg_snapshot),
-                                             %(after_txid)s::text::xid8), %(after_id)s)
-              AND NOT pg_catalog.pg_visible_in_snapshot(a.txid, %(from)s::pg_snapshot)
-              AND pg_catalog.pg_visible_in_snapshot(a.txid, %(upto)s::pg_snapshot)
-              AND a.id > %(min_id)s
-            ORDER BY a.txid, a.id
-            LIMIT %(limit)s
-        """).format(award=award, badge=badge)
-        self.lock_group = sql.SQL(
-            "SELECT snapshot::text, upto::text, after_txid::text::int8, after_id, min_id FROM {}"
-            " WHERE name = %s FOR UPDATE SKIP LOCKED"
-        ).format(group)
-        self.save_group = sql.SQL(
-            "UPDATE {} SET snapshot = %s::pg_snapshot, upto = %s::pg_snapshot, after_txid = %s::text::xid8,"
-            " after_id = %s, min_id = %s, delivered = delivered + %s, updated_at = now() WHERE name = %s"
-        ).format(group)
-        self.create_group = sql.SQL(
-            "INSERT INTO {} (name, snapshot, min_id) VALUES (%s, %s::pg_snapshot, %s)"
-            " ON CONFLICT (name) DO NOTHING"
-        ).format(group)
+    *group* keeps the position in the database, shared by every process of that name (at-least-once);
+    without it the position lives in memory and starts now, or after award *since*. *settings* name
+    badged's schema and channel; *batch_size* awards are read per query; *poll_interval* seconds is the
+    longest wait without a NOTIFY. Use it in ``with`` / ``async with`` to close it on the way out.
+    """
+    return Subscription(dsn, group=group, since=since, settings=settings, batch_size=batch_size,
+                        poll_interval=poll_interval)

@@ -28,12 +28,16 @@ class Metrics:
         self.last_success = Gauge(
             "badged_last_success_timestamp_seconds", "When the last reconcile succeeded", registry=r)
         self.events_delivered = Counter(
-            "badged_events_delivered", "badge-earned events delivered", ["sink"], registry=r)
+            "badged_events_delivered", "badge-earned events delivered, by sink", ["sink"], registry=r)
         self.event_failures = Counter(
-            "badged_event_failures", "Failed deliveries of badge-earned events (each is retried)", ["sink"],
-            registry=r)
-        self.event_lag = Gauge(
-            "badged_event_lag_seconds", "Age of the last delivered event when it was delivered", registry=r)
+            "badged_event_failures", "Attempts to deliver a badge-earned event that failed and are retried, by sink",
+            ["sink"], registry=r)
+        self.events_parked = Counter(
+            "badged_events_parked", "badge-earned events a sink refused for good, kept in parked_event, by sink",
+            ["sink"], registry=r)
+        self.delivery_lag = Histogram(
+            "badged_event_delivery_lag_seconds", "From an award to its delivery (or parking) by a sink", ["sink"],
+            registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600))
         self.rechecks = Counter(
             "badged_rechecks", "Deferred badge checks finished by the recheck drain, by result "
             "(busy ones are retried)", ["result"], registry=r)

@@ -32,6 +32,7 @@ from badged.render import (
     BADGE_TABLE,
     COMMENT_MARK,
     GROUP_TABLE,
+    PARKED_TABLE,
     BadgeRow,
     Desired,
     FunctionDef,
@@ -179,7 +180,7 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     if not catalog.schema_exists:
         steps.append(Step(Action.CREATE, "schema", settings.schema, "badged's schema is missing",
                           _sql(*bootstrap["schema"])))
-    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE):
+    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE, PARKED_TABLE):
         if table not in catalog.tables:
             steps.append(Step(Action.CREATE, "table", f"{settings.schema}.{table}",
                               f"badged's {table} table is missing", _sql(*bootstrap[table])))

@@ -30,7 +30,6 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-import structlog
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -40,13 +39,14 @@ from badged.catalog import Table, read_routines, resolve_tables
 from badged.errors import BadgedError, ConnectionFailed
 from badged.function_body import function_search_path, needs_function_lock
 from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
+from badged.logs import get_logger
 from badged.reconcile import qualify_in_database
 from badged.render import object_name, trigger_kind
 from badged.routines import Routines
 from badged.settings import Settings
 from badged.spec import Badge
 
-log = structlog.get_logger("badged.recheck")
+log = get_logger("badged.recheck")
 
 #: Entries per transaction: keys are held until commit, so keep it short.
 BATCH_SIZE = 20
@@ -290,7 +290,7 @@ class RecheckWorker:
                     if drained.done or drained.counts[Result.BUSY]:
                         log.info("recheck.drained", seconds=round(time.monotonic() - started, 3),
                                  awards=drained.awards, left=drained.left,
-                                 **{r.value: n for r, n in drained.counts.items() if n})
+                                 **{r.value: n for r, n in drained.counts.items() if n}, exc_info=None)
                     if self._on_drained:
                         self._on_drained(drained)
                 except (BadgedError, psycopg.Error) as exc:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import structlog
 from psycopg import sql
 
 from badged.apply import apply_plan
@@ -24,13 +23,14 @@ from badged.catalog import Table, read_catalog, read_names, read_routines, resol
 from badged.db_errors import translate
 from badged.errors import DatabaseMismatch, LockTimeout, Problem
 from badged.function_body import function_search_path
+from badged.logs import get_logger
 from badged.plan import Action, Plan, diff
 from badged.qualify import qualify_badges, wanted_names
 from badged.render import Desired, render, render_condition_check
 from badged.settings import Settings
 from badged.spec import Badge
 
-log = structlog.get_logger("badged.reconcile")
+log = get_logger("badged.reconcile")
 
 _CHECK_STATEMENT = "badged_condition_check"
 

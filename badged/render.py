@@ -36,6 +36,8 @@ from badged.spec import MAX_IDENTIFIER_BYTES, Badge
 
 BADGE_TABLE = "badge"
 GROUP_TABLE = "consumer_group"
+#: events a sink refused for good (a 4xx, a redirect), kept until replayed (see ``parking``)
+PARKED_TABLE = "parked_event"
 #: Stamped into every object comment so people (and badged) can tell what made it.
 COMMENT_MARK = "managed by badged"
 #: The trigger kinds: the event, and for updates whether the trigger filters on columns.
@@ -364,6 +366,27 @@ def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
                 schema, sql.Identifier(RECHECK_TABLE),
                 sql.Literal("badge checks a trigger could not decide alone (another transaction was checking the "
                             "same user, or an older snapshot); badged run finishes them"),
+            ),
+        ],
+        PARKED_TABLE: [
+            sql.SQL(
+                "CREATE TABLE {parked} (\n"
+                "    group_name text NOT NULL,\n"
+                "    award_id bigint NOT NULL,\n"
+                "    sink text NOT NULL,\n"
+                "    status integer,\n"
+                "    reason text NOT NULL,\n"
+                "    response text,\n"
+                "    attempts integer NOT NULL DEFAULT 1,\n"
+                "    parked_at timestamptz NOT NULL DEFAULT now(),\n"
+                "    replay_requested_at timestamptz,\n"
+                "    PRIMARY KEY (group_name, award_id)\n"
+                ")"
+            ).format(parked=sql.Identifier(settings.schema, PARKED_TABLE)),
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                sql.Identifier(settings.schema, PARKED_TABLE),
+                sql.Literal("badge-earned events a sink refused for good (a 4xx, a redirect); "
+                            "`badged events replay` asks the running sink to send them again"),
             ),
         ],
         BADGE_TABLE: [

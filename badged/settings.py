@@ -26,6 +26,9 @@ variable                        default                     format
 ``BADGED_WEBHOOK``              (unset)                     http:// or https:// URL; never shown in errors
 ``BADGED_WEBHOOK_SECRET_FILE``  (unset)                     path
 ``BADGED_WEBHOOK_GROUP``        ``webhook``                 group name (not blank)
+``BADGED_SINK``                 (unset)                     ``nats://[USER:PASSWORD@]HOST:PORT/SUBJECT[?stream=NAME]``;
+                                                            never shown in errors
+``BADGED_SINK_GROUP``           ``nats``                    group name (not blank)
 ``BADGED_GROUP``                (unset)                     group name (not blank)
 ``BADGED_ALLOW_VOLATILE``       (none)                      ``name`` or ``schema.name``, comma-separated
 ==============================  ==========================  =====================================================
@@ -97,8 +100,9 @@ _DURATION = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(ms|s|m|h)?\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 _INVALID = "badged_setting"
-#: settings whose value is never repeated in an error: a DSN may hold a password, a webhook URL a token
-_SECRETS = frozenset({"BADGED_DSN", "BADGED_WEBHOOK"})
+#: settings whose value is never repeated in an error: a DSN or a broker URL may hold a password, a webhook URL a
+#: token
+_SECRETS = frozenset({"BADGED_DSN", "BADGED_WEBHOOK", "BADGED_SINK"})
 #: the one setting where an empty value means something (no HTTP server) instead of "unset"
 _EMPTY_IS_A_VALUE = frozenset({"BADGED_HTTP"})
 
@@ -224,6 +228,15 @@ def _webhook(value: object) -> str | None:
     raise _invalid("is not an http:// or https:// URL; it is not shown, as it may hold a token")
 
 
+def _sink(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.startswith(("nats://", "tls://")):
+        return value
+    raise _invalid("is not a nats:// (or tls://) URL; it is not shown, as it may hold a password (webhooks: "
+                   "--webhook)")
+
+
 def _group(value: object) -> str:
     if isinstance(value, str) and value.strip():
         return value
@@ -295,6 +308,8 @@ class Options(BaseSettings):
     webhook_secret_file: Annotated[Path | None, BeforeValidator(_optional_path)] = Field(
         None, alias="BADGED_WEBHOOK_SECRET_FILE")
     webhook_group: Annotated[str, BeforeValidator(_group)] = Field("webhook", alias="BADGED_WEBHOOK_GROUP")
+    sink: Annotated[str | None, BeforeValidator(_sink)] = Field(None, alias="BADGED_SINK")
+    sink_group: Annotated[str, BeforeValidator(_group)] = Field("nats", alias="BADGED_SINK_GROUP")
     group: Annotated[str | None, BeforeValidator(_optional_group)] = Field(None, alias="BADGED_GROUP")
     allow_volatile: Annotated[str, BeforeValidator(_function_names)] = Field("", alias="BADGED_ALLOW_VOLATILE")
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from badged.logs import configure_logging
-from bench import daemon, events, races, reconcile_cost, writes
+from badged.log_output import configure_logging
+from bench import daemon, events, races, reconcile_cost, sinks, writes
 from bench.common import SCALES, Row, embedded_server, server_version, table_markdown, table_text
 
 
@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_const", dest="scale", const="quick", help="under 2 minutes")
     size.add_argument("--smoke", action="store_const", dest="scale", const="smoke",
                       help="seconds; proves the suite runs (CI), figures are meaningless")
-    parser.add_argument("--only", choices=("writes", "races", "reconcile", "events", "daemon"), action="append",
-                        help="run only these groups (repeatable)")
+    parser.add_argument("--only", choices=("writes", "races", "reconcile", "events", "sinks", "daemon"),
+                        action="append", help="run only these groups (repeatable)")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as markdown here")
     args = parser.parse_args(argv)
     configure_logging("warning", "console")  # badged's own reconcile.done lines would drown the table
     scale = SCALES[args.scale or "full"]
-    groups = args.only or ["writes", "races", "reconcile", "events", "daemon"]
+    groups = args.only or ["writes", "races", "reconcile", "events", "sinks", "daemon"]
     started = time.monotonic()
     rows: list[Row] = []
     with embedded_server() as admin_dsn, tempfile.TemporaryDirectory(prefix="badged-bench-") as tmp:
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += reconcile_cost.measure(admin_dsn, scale)
         if "events" in groups:
             rows += events.measure(admin_dsn, scale, workdir)
+        if "sinks" in groups:
+            rows += sinks.measure(admin_dsn, scale, workdir)
         if "daemon" in groups:
             rows += daemon.measure(admin_dsn, scale, workdir)
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

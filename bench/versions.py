@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from badged.logs import configure_logging
+from badged.log_output import configure_logging
 from bench.common import SCALES, Row, Scale, embedded_server, interleaved, median_ratio, progress
 from bench.races import cost_database, timed
 from bench.writes import SEED_BADGES, app_database, inserts, install_badged, tiered_badges

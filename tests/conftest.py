@@ -165,11 +165,9 @@ def restartable_server() -> Iterator[Any]:
 def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     """Run ``badged …`` in this process: returns (exit code, stdout, stderr).
 
-    ``main`` points structlog at the captured stderr, which pytest closes after the
-    test; the configuration is reset so later tests log to a live stream.
+    ``main`` installs a log handler that writes to whatever ``sys.stderr`` is, so
+    pytest's capture sees this command's logs.
     """
-    import structlog
-
     from badged.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
@@ -179,7 +177,6 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
         return code, captured.out, captured.err
 
     yield run
-    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
 from badged.catalog import Table
 from badged.db import connect
+from badged.logs import EVENT_ATTR, FIELDS_ATTR
 from badged.names import KnownNames, NameKind
 from badged.qualify import qualify_badges
 from badged.reconcile import Outcome, reconcile
@@ -92,3 +97,45 @@ def triggers(dsn: str) -> set[str]:
     with psycopg.connect(dsn) as conn:
         return {row[0] for row in conn.execute(
             "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'badged\\_%' AND tgparentid = 0").fetchall()}
+
+
+class LogRecorder(logging.Handler):
+    """Keeps badged's log records as ``{"event": ..., "level": ..., **fields}``; threads may wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = {"event": getattr(record, EVENT_ATTR, record.getMessage()), "level": record.levelname.lower(),
+                 "logger": record.name, **getattr(record, FIELDS_ATTR, {})}
+        with self._changed:
+            self.events.append(entry)
+            self._changed.notify_all()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [e for e in self.events if e.get("event") == name]
+
+    def wait(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len([e for e in self.events if e.get("event") == name]) >= count,
+                                          timeout):
+                raise AssertionError(f"fewer than {count} {name!r} events within {timeout} s: {self.events[-5:]}")
+        return self.named(name)
+
+
+@contextlib.contextmanager
+def capture_logs(logger: str = "badged") -> Iterator[LogRecorder]:
+    """Every record of *logger* (badged's by default) while the block runs, at any level."""
+    recorder = LogRecorder()
+    target = logging.getLogger(logger)
+    saved = target.level
+    target.addHandler(recorder)
+    target.setLevel(logging.DEBUG)
+    try:
+        yield recorder
+    finally:
+        target.removeHandler(recorder)
+        target.setLevel(saved)

@@ -49,9 +49,9 @@ def test_plan_reconcile_plan_with_detailed_exit_codes_and_env_vars(dsn: str, wri
     env = {"BADGED_BADGES": str(write_badges(SEED_BADGES)), "DATABASE_URL": dsn}
     pending = badged("plan", "--detailed-exitcode", env=env)
     assert pending.returncode == 2
-    assert pending.stdout.startswith("Plan: 14 to create, 0 to replace, 0 to drop.")
+    assert pending.stdout.startswith("Plan: 15 to create, 0 to replace, 0 to drop.")
     applied = badged("reconcile", "--once", env=env)
-    assert applied.returncode == 0 and "Applied: 14 to create" in applied.stdout
+    assert applied.returncode == 0 and "Applied: 15 to create" in applied.stdout
     in_sync = badged("plan", "--detailed-exitcode", "--output", "json", env=env)
     assert in_sync.returncode == 0
     assert json.loads(in_sync.stdout)["in_sync"] is True

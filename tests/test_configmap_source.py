@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
-import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from badged.errors import ConfigError, SourceError
 from badged.sources.configmap import ConfigMapSource
 from tests.conftest import SEED_BADGES
 from tests.daemon_process import DaemonProcess
 from tests.fake_kube import FakeKube
-from tests.helpers import SEED_OBJECTS, triggers
+from tests.helpers import SEED_OBJECTS, LogRecorder, capture_logs, triggers
 
 lightkube = pytest.importorskip("lightkube")
 
@@ -36,38 +33,10 @@ needs_kubeconfig_lookup = pytest.mark.skipif(IN_CLUSTER, reason="in a pod, the s
 WAIT_S = 10.0
 
 
-class LogRecorder:
-    """A structlog processor that keeps every event and lets threads wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> Any:
-        with self._changed:
-            self.events.append(dict(event))
-            self._changed.notify_all()
-        raise structlog.DropEvent
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in list(self.events) if e.get("event") == name]
-
-    def wait(self, name: str, count: int = 1, timeout: float = WAIT_S) -> list[dict[str, Any]]:
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.named(name)) >= count, timeout):
-                raise AssertionError(f"fewer than {count} {name!r} events within {timeout} s: {self.events[-5:]}")
-        return self.named(name)
-
-
 @pytest.fixture
 def logs() -> Iterator[LogRecorder]:
-    saved = structlog.get_config()
-    recorder = LogRecorder()
-    structlog.configure(processors=[structlog.processors.add_log_level, recorder],
-                        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-                        cache_logger_on_first_use=False)
-    yield recorder
-    structlog.configure(**saved)
+    with capture_logs() as recorder:
+        yield recorder
 
 
 @pytest.fixture

@@ -21,11 +21,12 @@ import pytest
 from psycopg import conninfo, sql
 
 from badged import health
-from badged.daemon import Daemon, DaemonOptions
+from badged.daemon import Daemon, DaemonOptions, SinkSpec
 from badged.errors import ConnectionFailed, LockTimeout
 from badged.settings import Settings
+from badged.sinks import Delivery
+from badged.sinks.webhook import WebhookSink
 from badged.sources.file import FileSource
-from badged.webhook import WebhookForwarder, WebhookOptions
 from tests.conftest import SEED, SEED_BADGES
 from tests.daemon_process import DaemonProcess, kubelet_update
 from tests.helpers import SEED_OBJECTS, apply, badge, triggers
@@ -370,26 +371,27 @@ async def _until_http(get: Callable[[str], Awaitable[tuple[int, str]]], path: st
         await asyncio.sleep(0.02)
 
 
-def test_a_webhook_thread_that_dies_fails_readyz_and_is_restarted(dsn: str, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_webhook_sink_that_dies_fails_readyz_and_is_restarted(dsn: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE signup (user_id int NOT NULL)")
     items = [*SEED_BADGES, badge("welcome", "true", table="signup")]
     endpoint = Endpoint()
     dying = threading.Event()
     dying.set()
-    deliver = WebhookForwarder._deliver
+    send = WebhookSink.send
 
-    def deliver_or_die(self: WebhookForwarder, event: Any) -> None:
+    async def send_or_die(self: WebhookSink, event: Any) -> Delivery:
         if dying.is_set():
-            raise RuntimeError("a bug in the webhook thread")
-        deliver(self, event)
+            raise RuntimeError("a bug in the webhook sink")
+        return await send(self, event)
 
-    monkeypatch.setattr(WebhookForwarder, "_deliver", deliver_or_die)
+    monkeypatch.setattr(WebhookSink, "send", send_or_die)
     path = tmp_path / "badge.json"
     write_json(path, items)
     daemon = Daemon(FileSource(path), DaemonOptions(dsn=dsn, settings=Settings(), http="127.0.0.1:0",
-                                                    webhook=WebhookOptions(endpoint.url, b"secret")))
+                                                    sinks=(SinkSpec("webhook", "webhook",
+                                                                    lambda: WebhookSink(endpoint.url, b"secret")),)))
 
     async def scenario(get: Callable[[str], Awaitable[tuple[int, str]]]) -> None:
         users = iter(range(1, 1000))
@@ -401,7 +403,7 @@ def test_a_webhook_thread_that_dies_fails_readyz_and_is_restarted(dsn: str, tmp_
             return status == 503
 
         _, body = await _until_http(get, "/readyz", sign_up)
-        assert "webhook: the webhook task died (RuntimeError: a bug in the webhook thread); restarting" in body
+        assert "webhook: the webhook task died (RuntimeError: a bug in the webhook sink); restarting" in body
         metrics = (await get("/metrics"))[1]
         assert 'badged_task_failures_total{task="webhook"}' in metrics and "badged_ready 0.0" in metrics
         dying.clear()  # the next forwarder the supervisor starts works

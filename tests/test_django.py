@@ -118,7 +118,7 @@ def test_create_badge_triggers_plans_applies_and_then_has_nothing_to_do(django_d
 
     first = manage("create_badge_triggers", dsn=django_dsn, badges=badge_file)
     assert first.returncode == 0, first.stderr
-    assert "Applied: 14 to create, 0 to replace, 0 to drop" in first.stdout, first.stdout
+    assert "Applied: 15 to create, 0 to replace, 0 to drop" in first.stdout, first.stdout
     assert badged_triggers(django_dsn) == set(SEED_OBJECTS.values())
     with psycopg.connect(django_dsn) as conn:
         oids = object_oids(conn)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -44,9 +45,9 @@ from badged.errors import (
     TemporaryError,
 )
 from badged.events import AwardEvent
-from badged.metrics import Metrics
 from badged.settings import Settings
-from badged.webhook import WebhookForwarder, WebhookOptions
+from badged.sinks import Delivery, Verdict
+from badged.sinks.webhook import WebhookSink
 from tests.conftest import SEED, SEED_BADGES
 from tests.daemon_process import DaemonProcess, Listener
 from tests.helpers import apply, badge
@@ -111,8 +112,8 @@ def test_connections_get_keepalives_and_a_tcp_user_timeout_unless_the_dsn_sets_t
     assert parameters["tcp_user_timeout"] == "30000" and parameters["connect_timeout"] == "10"
 
 
-def test_a_webhook_target_answering_garbage_is_a_failed_delivery_not_a_dead_thread() -> None:
-    """Not HTTP at all (http.client.BadStatusLine is no OSError): it used to end the webhook thread."""
+def test_a_webhook_target_answering_garbage_is_a_failed_delivery_not_a_dead_sink() -> None:
+    """Not HTTP at all: it once ended the webhook thread (http.client.BadStatusLine is no OSError)."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def answer_garbage() -> None:
@@ -123,13 +124,17 @@ def test_a_webhook_target_answering_garbage_is_a_failed_delivery_not_a_dead_thre
 
     threading.Thread(target=answer_garbage, daemon=True).start()
     url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    forwarder = WebhookForwarder("", Settings(), WebhookOptions(url, b"secret"), Metrics())
     event = AwardEvent(1, "welcome", "Welcome", "7", datetime.now(UTC), "public.signup")
+
+    async def send() -> Delivery:
+        async with WebhookSink(url, b"secret") as sink:
+            return await sink.send(event)
+
     try:
-        status, error = forwarder._post(event, event.to_json().encode())
+        delivery = asyncio.run(send())
     finally:
         server.close()
-    assert status is None and error is not None and "BadStatusLine" in error
+    assert delivery.verdict is Verdict.RETRY and delivery.status is None and delivery.reason
 
 
 # -- a TCP proxy that stalls --------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -223,3 +226,144 @@ def test_json_lines_are_flushed_one_by_one(seeded: str, listeners: list[Listener
 
 def test_os_environ_is_untouched() -> None:
     assert "BADGED_GROUP" not in os.environ
+
+
+# -- the async iterator is at-least-once, cancellable and closable (issue 12 items 1, 2) --------------
+
+
+class Crash(Exception):
+    """The application failed while handling an event."""
+
+
+async def _crash_on_second_async(dsn: str) -> list[str]:
+    handled: list[str] = []
+    with contextlib.suppress(Crash):
+        async with badged.subscribe(dsn, group="mailer", batch_size=3, poll_interval=0.2) as events:
+            async for event in events:
+                if handled:
+                    await asyncio.sleep(0.5)  # still sending the second e-mail when the process dies
+                    raise Crash
+                handled.append(event.user_id)
+    return handled
+
+
+def _crash_on_second_sync(dsn: str) -> list[str]:
+    handled: list[str] = []
+    with contextlib.suppress(Crash), badged.subscribe(dsn, group="mailer", batch_size=3, poll_interval=0.2) as events:
+        for event in events:
+            if handled:
+                time.sleep(0.5)
+                raise Crash
+            handled.append(event.user_id)
+    return handled
+
+
+@pytest.mark.parametrize("style", ["async", "sync"])
+def test_a_crash_while_handling_an_event_hands_the_unfinished_batch_out_again(seeded: str, style: str) -> None:
+    """The group's position is saved only once the application handled the batch's last event."""
+    _create_group(seeded, "mailer")
+    sign_up(seeded, 1, 3)
+    crash = (lambda: asyncio.run(asyncio.wait_for(_crash_on_second_async(seeded), 20))) if style == "async" else None
+    handled = crash() if crash else _crash_on_second_sync(seeded)
+    assert handled == ["1"]
+
+    async def rest() -> list[str]:
+        users: list[str] = []
+        async with badged.subscribe(seeded, group="mailer", poll_interval=0.2) as events:
+            async for event in events:
+                users.append(event.user_id)
+                if len(users) == 3:
+                    break
+        return users
+
+    assert asyncio.run(asyncio.wait_for(rest(), 20)) == ["1", "2", "3"], "the unfinished batch comes again"
+
+
+def _create_group(dsn: str, group: str) -> None:
+    """Start *group* now, as its first subscription does."""
+    subscription = badged.subscribe(dsn, group=group, poll_interval=0.1)
+    threading.Timer(1.0, subscription.close).start()
+    assert list(subscription) == []
+
+
+def test_a_clean_async_stop_saves_the_position_of_what_was_handled(seeded: str) -> None:
+    _create_group(seeded, "feed")
+    sign_up(seeded, 1, 4)
+
+    async def take(count: int) -> list[str]:
+        users: list[str] = []
+        async with badged.subscribe(seeded, group="feed", batch_size=2, poll_interval=0.2) as events:
+            async for event in events:
+                users.append(event.user_id)
+                if len(users) == count:
+                    break
+        return users
+
+    def run(count: int) -> list[str]:
+        return asyncio.run(asyncio.wait_for(take(count), 20))
+
+    assert run(2) == ["1", "2"]
+    assert run(2) == ["1", "2"], "break before asking for the 3rd: the batch was not finished"
+    assert run(3) == ["1", "2", "3"]
+    assert run(2) == ["3", "4"], "the first batch (1, 2) was finished and saved"
+
+
+CANCEL_SCRIPT = """
+import asyncio, sys, badged
+
+async def consume():
+    async for event in badged.subscribe(sys.argv[1], group="ui", poll_interval=5):
+        pass
+
+async def main():
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(1.5)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("cancelled")
+
+asyncio.run(main())
+print("exited")
+"""
+
+
+def test_cancelling_async_for_ends_asyncio_run_at_once(seeded: str) -> None:
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", CANCEL_SCRIPT, seeded], capture_output=True, text=True,
+                          timeout=30, check=True)
+    assert done.stdout.split() == ["cancelled", "exited"]
+    assert time.monotonic() - started < 15
+
+
+def test_options_are_keyword_only_and_checked(seeded: str) -> None:
+    with pytest.raises(TypeError):
+        badged.subscribe(seeded, "mailer")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        badged.subscribe(seeded, colour="blue")  # type: ignore[call-arg]
+
+
+# -- the LISTEN probe keeps off the public channel (issue 12 item 6) ---------------------------------
+
+
+def test_the_listen_probe_never_writes_on_the_public_channel(seeded: str) -> None:
+    with psycopg.connect(seeded, autocommit=True) as third_party:
+        third_party.execute("LISTEN badge_earned")
+        sign_up(seeded, 1)
+        for style in ("sync", "async"):
+            if style == "sync":
+                with badged.subscribe(seeded, since=0) as events:
+                    assert next(iter(events)).user_id == "1"
+            else:
+                async def first() -> str:
+                    async with badged.subscribe(seeded, since=0) as events:
+                        async for event in events:
+                            return event.user_id
+                    return ""
+
+                assert asyncio.run(first()) == "1"
+        payloads = [note.payload for note in third_party.notifies(timeout=1)]
+    assert payloads, "the award's own NOTIFY is heard"
+    for payload in payloads:
+        json.loads(payload)  # every payload on the public channel is JSON, as documented

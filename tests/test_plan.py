@@ -50,7 +50,7 @@ def installed(desired: Desired) -> Catalog:
     """The catalog as it reads right after ``desired`` was applied."""
     return Catalog(
         schema_exists=True,
-        tables=frozenset({"award", "badge", "consumer_group", "recheck"}),
+        tables=frozenset({"award", "badge", "consumer_group", "recheck", "parked_event"}),
         functions=tuple(as_actual_function(f) for f in desired.functions),
         triggers=tuple(as_actual_trigger(t) for t in desired.triggers),
         foreign_triggers=(),
@@ -85,11 +85,11 @@ def test_a_first_plan_creates_in_dependency_order_with_trigger_ddl_last() -> Non
     """Only trigger DDL locks the application's tables (until commit): it comes after everything else."""
     plan = diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS)
     kinds = [step.kind for step in plan.steps]
-    assert kinds == ["schema", "table", "table", "table", "table"] + ["function"] * 3 + ["badge"] * 3 + ["trigger"] * 3
+    assert kinds == ["schema"] + ["table"] * 5 + ["function"] * 3 + ["badge"] * 3 + ["trigger"] * 3
     assert [step.kind for step in plan.on_tables.steps] == ["trigger"] * 3
     assert plan.before_tables.steps + plan.on_tables.steps == plan.steps
     assert all(step.action is Action.CREATE for step in plan.steps)
-    assert plan.summary == "14 to create, 0 to replace, 0 to drop"
+    assert plan.summary == "15 to create, 0 to replace, 0 to drop"
 
 
 def test_what_was_applied_diffs_to_nothing() -> None:
@@ -191,6 +191,6 @@ def test_plan_json_lists_every_change_with_its_sql() -> None:
 
     data = json.loads(plan_json(diff(render(seed(), TABLES, SETTINGS, ROUTINES), EMPTY, SETTINGS), badges=3))
     assert data["in_sync"] is False
-    assert data["summary"] == {"create": 14, "replace": 0, "drop": 0}
+    assert data["summary"] == {"create": 15, "replace": 0, "drop": 0}
     assert {"action", "kind", "name", "badges", "reason", "sql"} <= set(data["changes"][0])
     assert any("CREATE TRIGGER" in s for change in data["changes"] for s in change["sql"])

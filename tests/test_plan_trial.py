@@ -98,4 +98,4 @@ def test_a_read_only_session_still_gets_its_plan(dsn: str) -> None:
     """A standby or a read-only role cannot try the plan: it is computed, and a warning says it was not tried."""
     read_only = conninfo.make_conninfo(dsn, options="-c default_transaction_read_only=on")
     outcome = plan(read_only, SEED_BADGES)
-    assert outcome.plan.summary == "14 to create, 0 to replace, 0 to drop"
+    assert outcome.plan.summary == "15 to create, 0 to replace, 0 to drop"

@@ -13,13 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
-import structlog
 from psycopg import conninfo, sql
 
 from badged.errors import DatabaseMismatch
 from badged.settings import Settings
 from tests.conftest import SEED_BADGES
-from tests.helpers import apply, awards, badge, plan
+from tests.helpers import apply, awards, badge, capture_logs, plan
 
 COLLECTOR = "badged.\"badged_public$dummy_sketch$insert\""
 
@@ -258,9 +257,9 @@ def _least_privileged(make_role: Callable[..., str], dsn: str) -> str:
 def test_a_least_privileged_reconciler_installs_badges_that_award(
         dsn: str, conn: psycopg.Connection[Any], app_role: str, make_role: Callable[..., str]) -> None:
     reconciler = _least_privileged(make_role, dsn)
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         apply(reconciler, SEED_BADGES)
-    assert not [entry for entry in logs if entry["event"] == "reconcile.superuser"]
+    assert not [entry for entry in logs.events if entry["event"] == "reconcile.superuser"]
     with psycopg.connect(app_role, autocommit=True) as app:
         app.execute("INSERT INTO auth_user (username) VALUES ('ann')")
         app.execute("INSERT INTO dummy_sketch (user_id) SELECT 1 FROM generate_series(1, 5)")
@@ -283,7 +282,7 @@ def test_a_condition_cannot_read_what_its_reconciler_cannot(
 
 
 def test_a_superuser_reconciler_is_warned_about(dsn: str) -> None:
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         apply(dsn, SEED_BADGES)
-    (warning,) = [entry for entry in logs if entry["event"] == "reconcile.superuser"]
-    assert warning["log_level"] == "warning" and "owns the watched tables" in warning["why"]
+    (warning,) = [entry for entry in logs.events if entry["event"] == "reconcile.superuser"]
+    assert warning["level"] == "warning" and "owns the watched tables" in warning["why"]

@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import structlog
 
 from badged import cli
 from badged.errors import ConfigError
@@ -39,6 +38,8 @@ ADDRESS = "must look like :8080, 127.0.0.1:8080 or [::1]:8080, or be empty to di
 DSN = ("BADGED_DSN is malformed: write a URL (postgresql://user@host/dbname) or key=value pairs (host=db dbname=app); "
        "it is not shown, as it may hold a password")
 WEBHOOK = "BADGED_WEBHOOK is not an http:// or https:// URL; it is not shown, as it may hold a token"
+SINK = ("BADGED_SINK is not a nats:// (or tls://) URL; it is not shown, as it may hold a password (webhooks: "
+        "--webhook)")
 
 #: (variable, bad value, the one sentence badged prints after "badged: error: ")
 BAD = [
@@ -87,11 +88,13 @@ BAD = [
                                                   "which is not a function name: write name or schema.name (lower "
                                                   "case), comma-separated"),
     ("BADGED_WEBHOOK_GROUP", " ", "BADGED_WEBHOOK_GROUP=' ' is blank: write a consumer group name"),
+    ("BADGED_SINK", "https://app:s3cret-PW@broker/awards", SINK),
+    ("BADGED_SINK_GROUP", " ", "BADGED_SINK_GROUP=' ' is blank: write a consumer group name"),
 ]
 BAD_IDS = [f"{name}={value!r}" for name, value, _ in BAD]
 #: the values no sentence may repeat
 SECRETS = ("s3cret-PW", "t0ken-XYZ")
-SECRET_NAMES = ("BADGED_DSN", "BADGED_WEBHOOK")
+SECRET_NAMES = ("BADGED_DSN", "BADGED_WEBHOOK", "BADGED_SINK")
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +104,6 @@ def no_badged_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.upper().startswith(ENV_PREFIX) and name != "BADGED_TEST_DSN":
             monkeypatch.delenv(name)
     yield
-    structlog.reset_defaults()  # main pointed structlog at pytest's captured stderr, closed after the test
 
 
 def badged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -300,7 +302,8 @@ def test_defaults_and_empty_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         "BADGED_LOCK_TIMEOUT": 3.0, "BADGED_STATEMENT_TIMEOUT": 60.0, "BADGED_RESYNC": 60.0,
         "BADGED_RECHECK_INTERVAL": 1.0, "BADGED_OUTPUT": "text", "BADGED_LOG_LEVEL": "info",
         "BADGED_LOG_FORMAT": "auto", "BADGED_HTTP": ":8080", "BADGED_CONFIGMAP": None, "BADGED_WEBHOOK": None,
-        "BADGED_WEBHOOK_SECRET_FILE": None, "BADGED_WEBHOOK_GROUP": "webhook", "BADGED_GROUP": None,
+        "BADGED_WEBHOOK_SECRET_FILE": None, "BADGED_WEBHOOK_GROUP": "webhook", "BADGED_SINK": None,
+        "BADGED_SINK_GROUP": "nats", "BADGED_GROUP": None,
         "BADGED_ALLOW_VOLATILE": "",
     }
     assert defaults.settings() == Settings()

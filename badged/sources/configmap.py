@@ -37,16 +37,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from badged.backoff import Backoff
 from badged.errors import ConfigError, SourceError
+from badged.logs import get_logger
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient, Client, SingleConfig
     from lightkube.resources.core_v1 import ConfigMap
 
-log = structlog.get_logger("badged.sources.configmap")
+log = get_logger("badged.sources.configmap")
 
 DEFAULT_KEY = "badge.json"
 #: How long one watch request lasts before we end it and watch again from the last resourceVersion.

@@ -15,12 +15,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import structlog
 from watchfiles import awatch
 
 from badged.errors import BADGES_HINT, SourceError
+from badged.logs import get_logger
 
-log = structlog.get_logger("badged.sources.file")
+log = get_logger("badged.sources.file")
 
 #: watchfiles batches events over this many ms; the goal is a reconcile within 1 s of a write.
 DEBOUNCE_MS = 50

@@ -23,6 +23,7 @@ the sentence ``badged`` prints for the environment variable, naming ``settings.B
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import structlog
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -40,7 +40,7 @@ from psycopg import conninfo, pq
 
 from badged.db import scrub
 from badged.errors import BadgedError, SpecError
-from badged.logs import configure_logging
+from badged.log_output import configure_logging
 from badged.settings import OptionsError, Settings, options_from
 
 DEFAULT_DATABASE = "default"
@@ -151,8 +151,8 @@ def command_errors(dsn: str = "") -> Iterator[None]:
 
 
 def configure_logs(verbosity: int) -> None:
-    """Route badged's structlog events to stderr, unless the project configured structlog itself."""
-    if structlog.is_configured():
+    """Render badged's log records on stderr, unless the project's LOGGING gave the root logger handlers."""
+    if logging.getLogger().handlers:
         return
     level = {0: "error", 1: "warning", 2: "info"}.get(verbosity, "debug")
     configure_logging(level, "auto")

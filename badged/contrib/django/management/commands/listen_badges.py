@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -20,7 +20,6 @@ from django.db import close_old_connections
 
 from badged.contrib.django.conf import command_errors, configure_logs, database_dsn, get_settings
 from badged.contrib.django.signals import send_badge_earned
-from badged.events import AwardEvent
 from badged.listen import Subscription
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -48,13 +47,12 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
             subscription = Subscription(dsn, group=options["group"], since=options["since"], settings=conf.badged,
                                         batch_size=options["batch_size"])
             previous = _on_stop_signals(subscription.close)
-            events: Generator[AwardEvent, None, None] = subscription.__iter__()
             try:
-                for event in events:
-                    close_old_connections()  # receivers may use the ORM in this long-lived process
-                    send_badge_earned(event)
+                with subscription:  # an unfinished batch is rolled back on the way out
+                    for event in subscription:
+                        close_old_connections()  # receivers may use the ORM in this long-lived process
+                        send_badge_earned(event)
             finally:
-                events.close()
                 _restore(previous)
 
 

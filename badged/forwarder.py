@@ -1,0 +1,185 @@
+"""Run a sink from a subscription: every award delivered or parked, at least once, in order.
+
+The forwarder reads events from a ``Subscription`` (with a group, its position lives in
+the database and advances only when every event of a batch got a verdict) and hands
+each to a sink (``badged.sinks``):
+
+* delivered: counted, its lag (award → delivery) observed, next event;
+* retry: the same event again after a backoff (full jitter, capped at 30 s) or the
+  ``Retry-After`` the destination asked for (up to ``MAX_RETRY_AFTER_S``); nothing
+  after it is sent meanwhile, so a receiver sees awards in order;
+* park: kept in ``parked_event`` (see ``parking``) with the answer, logged, counted,
+  and delivery goes on with the next event.
+
+Next to it, a replay loop sends again what ``badged events replay`` marked for this
+group. ``badged run`` runs one forwarder per sink as an asyncio task (supervised:
+one that dies is started again); ``badged listen`` runs one with the JSON-lines sink;
+``await badged.forward(dsn, sink, group=...)`` is the same from Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+
+from badged.backoff import Backoff
+from badged.db import connect_async
+from badged.db_errors import translate
+from badged.errors import BadgedError, TemporaryError
+from badged.events import AwardEvent
+from badged.listen import Subscription
+from badged.logs import get_logger
+from badged.metrics import Metrics
+from badged.parking import ParkingStatements
+from badged.settings import Settings
+from badged.sinks import Delivery, Sink, Verdict
+
+log = get_logger("badged.forwarder")
+
+#: The longest wait a destination's Retry-After is honoured with (a typo'd "86400" must not stall a day).
+MAX_RETRY_AFTER_S = 900.0
+#: How often the replay loop looks for events ``badged events replay`` marked.
+REPLAY_INTERVAL_S = 5.0
+#: Replayed events sent per look.
+REPLAY_BATCH = 100
+
+
+class Forwarder:
+    """One sink fed by one subscription; ``run()`` until cancelled or the subscription is closed."""
+
+    def __init__(self, subscription: Subscription, sink: Sink, metrics: Metrics | None = None,
+                 replay_interval: float = REPLAY_INTERVAL_S) -> None:
+        self.subscription = subscription
+        self.sink = sink
+        self.metrics = metrics or Metrics()
+        self.replay_interval = replay_interval
+        self._parking = ParkingStatements(subscription.settings)
+        self._park_conn: psycopg.AsyncConnection[Any] | None = None
+
+    def close(self) -> None:
+        """Stop after the event in hand (the position of a finished batch is saved); safe from any thread."""
+        self.subscription.close()
+
+    async def run(self) -> None:
+        """Deliver until closed or cancelled; raise what ends it (a permanent error, a sink's bug)."""
+        try:
+            async with self.sink:
+                log.info("sink.started", sink=self.sink.kind, destination=self.sink.description,
+                         group=self.subscription.group)
+                await self._follow_and_replay()
+        finally:
+            await self._close_parking()
+
+    async def _follow_and_replay(self) -> None:
+        follow = asyncio.create_task(self._follow(), name=f"badged-{self.sink.kind}-follow")
+        tasks = {follow}
+        if self.subscription.group is not None:
+            tasks.add(asyncio.create_task(self._replay_loop(), name=f"badged-{self.sink.kind}-replay"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what ended it
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        async with self.subscription as events:
+            async for event in events:
+                delivery = await self._deliver(event)
+                if delivery.verdict is Verdict.PARK:
+                    await self._park(event.award_id, delivery)
+
+    async def _deliver(self, event: AwardEvent) -> Delivery:
+        """Send *event* until it is delivered or parked; counts and logs each outcome."""
+        backoff = Backoff()
+        kind = self.sink.kind
+        while True:
+            delivery = await self.sink.send(event)
+            if delivery.verdict is not Verdict.RETRY:
+                self.metrics.delivery_lag.labels(kind).observe(max(0.0, time.time() - event.awarded_at.timestamp()))
+                if delivery.verdict is Verdict.DELIVERED:
+                    self.metrics.events_delivered.labels(kind).inc()
+                return delivery
+            self.metrics.event_failures.labels(kind).inc()
+            delay = backoff.next_delay()
+            if delivery.retry_after is not None:
+                delay = max(delay, min(delivery.retry_after, MAX_RETRY_AFTER_S))
+            log.warning("sink.retry", sink=kind, award_id=event.award_id, reason=delivery.reason,
+                        status=delivery.status, retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+
+    async def _park(self, award_id: int, delivery: Delivery) -> None:
+        self.metrics.events_parked.labels(self.sink.kind).inc()
+        group = self.subscription.group
+        log.warning("sink.parked", sink=self.sink.kind, award_id=award_id, group=group, status=delivery.status,
+                    reason=delivery.reason)
+        if group is None:
+            return  # nowhere durable to keep it: a listener without a group keeps nothing
+        conn = await self._parking_connection()
+        await conn.execute(*self._parking.park(group, self.sink.kind, award_id, delivery))
+
+    async def _replay_loop(self) -> None:
+        """Every replay_interval, send what ``badged events replay`` marked; database errors only delay it."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self._replay_due()
+                backoff.reset()
+                delay = self.replay_interval
+            except (psycopg.Error, BadgedError) as exc:
+                error = translate(exc, "read parked events") if isinstance(exc, psycopg.Error) else exc
+                if not isinstance(error, TemporaryError):
+                    raise error from None
+                await self._close_parking()
+                delay = backoff.next_delay()
+                log.warning("sink.replay_failed", sink=self.sink.kind, error=str(error), retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+
+    async def _replay_due(self) -> None:
+        group = self.subscription.group
+        assert group is not None
+        conn = await self._parking_connection()
+        exists = await (await conn.execute(*self._parking.table_exists())).fetchone()
+        if not exists or not exists[0]:
+            return  # a database reconciled by an older badged: the next reconcile creates it
+        rows = await (await conn.execute(*self._parking.replays_due(group, REPLAY_BATCH))).fetchall()
+        for award_id, event in self._parking.read_replays(rows):
+            if event is None:
+                log.warning("sink.replay_gone", sink=self.sink.kind, award_id=award_id, group=group)
+                await conn.execute(*self._parking.unpark(group, award_id))
+                continue
+            delivery = await self._deliver(event)
+            if delivery.verdict is Verdict.DELIVERED:
+                log.info("sink.replayed", sink=self.sink.kind, award_id=award_id, group=group)
+                await conn.execute(*self._parking.unpark(group, award_id))
+            else:
+                await self._park(award_id, delivery)
+
+    async def _parking_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._park_conn is None or self._park_conn.closed:
+            self._park_conn = await connect_async(self.subscription.dsn, self.subscription.settings)
+        return self._park_conn
+
+    async def _close_parking(self) -> None:
+        conn, self._park_conn = self._park_conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+
+async def forward(dsn: str, sink: Sink, *, group: str, settings: Settings | None = None,
+                  metrics: Metrics | None = None, batch_size: int = 100) -> None:
+    """Deliver every award to *sink* from consumer group *group*, until the calling task is cancelled.
+
+    At least once: the group's position advances only after each event of a batch is delivered or parked,
+    so a crash re-sends the batch in hand (the sinks' idempotency keys make that harmless).
+    """
+    subscription = Subscription(dsn, group=group, settings=settings, batch_size=batch_size)
+    await Forwarder(subscription, sink, metrics).run()
