@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -409,7 +410,11 @@ def test_a_webhook_sink_that_dies_fails_readyz_and_is_restarted(dsn: str, tmp_pa
         dying.clear()  # the next forwarder the supervisor starts works
         await _until_http(get, "/readyz", lambda status, _: status == 200)
         await asyncio.wait_for(_until(lambda: bool(endpoint.bodies)), 10)  # the batch it died on, sent again
-        assert 'badged_task_up{task="webhook"} 1.0' in (await get("/metrics"))[1]
+        metrics = (await get("/metrics"))[1]
+        assert 'badged_task_up{task="webhook"} 1.0' in metrics
+        assert 'badged_events_delivered_total{sink="webhook"}' in metrics
+        lag_count = re.search(r'badged_event_delivery_lag_seconds_count\{sink="webhook"\} (\S+)', metrics)
+        assert lag_count and float(lag_count[1]) >= 1, "every delivery is observed in the lag histogram"
 
     try:
         in_process(daemon, scenario)

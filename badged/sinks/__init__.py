@@ -54,7 +54,7 @@ class Delivery:
 
     @classmethod
     def delivered(cls) -> Delivery:
-        return cls(Verdict.DELIVERED)
+        return _DELIVERED
 
     @classmethod
     def retry(cls, reason: str, *, status: int | None = None, response: str | None = None,
@@ -64,6 +64,10 @@ class Delivery:
     @classmethod
     def park(cls, reason: str, *, status: int | None = None, response: str | None = None) -> Delivery:
         return cls(Verdict.PARK, reason, status, _excerpt(response))
+
+
+#: every delivery is the same: one frozen instance, not one per event
+_DELIVERED = Delivery(Verdict.DELIVERED)
 
 
 class Sink(Protocol):
