@@ -8,10 +8,11 @@ stderr as one sentence each, never with a traceback or a password.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
@@ -458,7 +459,7 @@ def _listen(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, subscription.close)
-        await Forwarder(subscription, JsonLinesSink(sys.stdout)).run()
+        await Forwarder(subscription, JsonLinesSink(sys.stdout), replay=False).run()  # stdout parks nothing
 
     try:
         asyncio.run(follow())
@@ -468,12 +469,7 @@ def _listen(args: argparse.Namespace) -> int:
 
 
 def _events_parked(args: argparse.Namespace) -> int:
-    from badged.parking import ParkingStatements
-
-    settings = _settings(args)
-    statements = ParkingStatements(settings)
-    with connect(resolve_dsn(args.dsn), settings) as conn:
-        _require_parking(conn, statements)
+    with _parking(args) as (conn, statements):
         parked = statements.read_listing(conn.execute(*statements.listing(args.group, args.limit)).fetchall())
     if args.output == "json":
         print(json.dumps([event.as_dict() for event in parked], indent=2))
@@ -489,14 +485,9 @@ def _events_parked(args: argparse.Namespace) -> int:
 
 
 def _events_replay(args: argparse.Namespace) -> int:
-    from badged.parking import ParkingStatements
-
     if not args.all and not args.award:
         raise ConfigError("say which parked events to send again: --award ID (repeatable) or --all")
-    settings = _settings(args)
-    statements = ParkingStatements(settings)
-    with connect(resolve_dsn(args.dsn), settings) as conn:
-        _require_parking(conn, statements)
+    with _parking(args) as (conn, statements):
         marked = conn.execute(*statements.request_replay(args.group, None if args.all else args.award)).fetchall()
     groups = sorted({str(row[0]) for row in marked})
     print(f"{len(marked)} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}"
@@ -505,11 +496,19 @@ def _events_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _require_parking(conn: psycopg.Connection[Any], statements: ParkingStatements) -> None:
-    row = conn.execute(*statements.table_exists()).fetchone()
-    if not row or not row[0]:
-        raise ConfigError(f"{statements.table_name} is missing: run `badged reconcile --once` (or `badged run`) "
-                          "against this database first")
+@contextlib.contextmanager
+def _parking(args: argparse.Namespace) -> Iterator[tuple[psycopg.Connection[Any], ParkingStatements]]:
+    """A connection and the parked_event statements; a clear error when the table is not there yet."""
+    from badged.parking import ParkingStatements
+
+    settings = _settings(args)
+    statements = ParkingStatements(settings)
+    with connect(resolve_dsn(args.dsn), settings) as conn:
+        row = conn.execute(*statements.table_exists()).fetchone()
+        if not row or not row[0]:
+            raise ConfigError(f"{statements.table_name} is missing: run `badged reconcile --once` (or `badged run`) "
+                              "against this database first")
+        yield conn, statements
 
 
 def _events_secret(args: argparse.Namespace) -> int:

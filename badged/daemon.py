@@ -384,13 +384,16 @@ class Daemon:
 
     def _sink_failure(self, name: str) -> BaseException | None:
         _forwarder, task = self._forwarders[name]
-        if not task.done() or task.cancelled():
+        if not task.done() or self._stop.is_set():
             return None
+        if task.cancelled():
+            return RuntimeError(f"the {name} forwarder was cancelled")
         return task.exception() or RuntimeError(f"the {name} forwarder ended")
 
     async def _stop_forwarders(self) -> None:
-        """Let each forwarder finish the event in hand for a moment (its batch's position is saved), then cancel:
-        a batch left unfinished rolls back and is sent again next time."""
+        """Let each forwarder finish its batch for a moment (SINK_STOP_GRACE_S: then its position is saved), then
+        cancel it: a batch left unfinished rolls back and is sent again by the next badged (the sinks' idempotency
+        keys make that harmless)."""
         tasks = []
         for forwarder, task in self._forwarders.values():
             forwarder.close()

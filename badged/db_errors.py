@@ -123,6 +123,14 @@ def translate(exc: psycopg.Error, doing: str, *, rolled_back: bool = False,
     return error
 
 
+def temporary_or_raise(exc: psycopg.Error | BadgedError, doing: str) -> TemporaryError:
+    """*exc* as badged's error when it is temporary (a loop retries it); raise it when it is permanent."""
+    error = translate(exc, doing) if isinstance(exc, psycopg.Error) else exc
+    if not isinstance(error, TemporaryError):
+        raise error from None
+    return error
+
+
 def message_of(exc: psycopg.Error) -> str:
     """PostgreSQL's primary message, else the first lines of psycopg's."""
     primary = exc.diag.message_primary if exc.diag else None

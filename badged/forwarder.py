@@ -6,14 +6,16 @@ each to a sink (``badged.sinks``):
 
 * delivered: counted, its lag (award → delivery) observed, next event;
 * retry: the same event again after a backoff (full jitter, capped at 30 s) or the
-  ``Retry-After`` the destination asked for (up to ``MAX_RETRY_AFTER_S``); nothing
-  after it is sent meanwhile, so a receiver sees awards in order;
+  ``Retry-After`` the destination asked for (up to ``MAX_RETRY_AFTER_S``); no new
+  event is sent meanwhile, so a receiver sees new awards in order;
 * park: kept in ``parked_event`` (see ``parking``) with the answer, logged, counted,
   and delivery goes on with the next event.
 
-Next to it, a replay loop sends again what ``badged events replay`` marked for this
-group. ``badged run`` runs one forwarder per sink as an asyncio task (supervised:
-one that dies is started again); ``badged listen`` runs one with the JSON-lines sink;
+Next to it (with a group, for sinks that may park), a replay loop sends again what
+``badged events replay`` marked for this group, between new events: the sink only ever
+has one event in hand. Each loop keeps its own connection for ``parked_event``.
+``badged run`` runs one forwarder per sink as an asyncio task (supervised: one that
+dies is started again); ``badged listen`` runs one with the JSON-lines sink;
 ``await badged.forward(dsn, sink, group=...)`` is the same from Python.
 """
 
@@ -28,8 +30,8 @@ import psycopg
 
 from badged.backoff import Backoff
 from badged.db import connect_async
-from badged.db_errors import translate
-from badged.errors import BadgedError, TemporaryError
+from badged.db_errors import temporary_or_raise
+from badged.errors import BadgedError
 from badged.events import AwardEvent
 from badged.listen import Subscription
 from badged.logs import get_logger
@@ -51,21 +53,27 @@ REPLAY_BATCH = 100
 class Forwarder:
     """One sink fed by one subscription; ``run()`` until cancelled or the subscription is closed."""
 
-    def __init__(self, subscription: Subscription, sink: Sink, metrics: Metrics | None = None,
-                 replay_interval: float = REPLAY_INTERVAL_S) -> None:
+    def __init__(self, subscription: Subscription, sink: Sink, metrics: Metrics | None = None, *,
+                 replay: bool = True, replay_interval: float = REPLAY_INTERVAL_S) -> None:
+        """*replay*: also send what ``badged events replay`` marked (needs a group, and rights on parked_event)."""
         self.subscription = subscription
         self.sink = sink
         self.metrics = metrics or Metrics()
+        self.replay = replay and subscription.group is not None
         self.replay_interval = replay_interval
         self._parking = ParkingStatements(subscription.settings)
+        #: one connection to parked_event per loop (follow, replay), opened when first needed
+        self._conns: dict[str, psycopg.AsyncConnection[Any]] = {}
+        #: the sink has one event in hand at a time, whichever loop sends it
+        self._sending = asyncio.Lock()
         kind = sink.kind  # the labelled series, looked up once: this is the path of every event
         self._lag = self.metrics.delivery_lag.labels(kind)
         self._delivered = self.metrics.events_delivered.labels(kind)
         self._failed = self.metrics.event_failures.labels(kind)
-        self._park_conn: psycopg.AsyncConnection[Any] | None = None
 
     def close(self) -> None:
-        """Stop after the event in hand (the position of a finished batch is saved); safe from any thread."""
+        """Stop after the batch in hand (its position is saved once every event got a verdict); safe from any
+        thread. Cancel the task running ``run()`` to stop at once (the batch is rolled back, sent again later)."""
         self.subscription.close()
 
     async def run(self) -> None:
@@ -76,12 +84,13 @@ class Forwarder:
                          group=self.subscription.group)
                 await self._follow_and_replay()
         finally:
-            await self._close_parking()
+            for loop in list(self._conns):
+                await self._close_parking(loop)
 
     async def _follow_and_replay(self) -> None:
         follow = asyncio.create_task(self._follow(), name=f"badged-{self.sink.kind}-follow")
         tasks = {follow}
-        if self.subscription.group is not None:
+        if self.replay:
             tasks.add(asyncio.create_task(self._replay_loop(), name=f"badged-{self.sink.kind}-replay"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -98,13 +107,14 @@ class Forwarder:
             async for event in events:
                 delivery = await self._deliver(event)
                 if delivery.verdict is Verdict.PARK:
-                    await self._park(event.award_id, delivery)
+                    await self._park("follow", event.award_id, delivery)
 
     async def _deliver(self, event: AwardEvent) -> Delivery:
         """Send *event* until it is delivered or parked; counts and logs each outcome."""
         backoff: Backoff | None = None  # made on the first retry: seeding its Random costs ~10 µs per event
         while True:
-            delivery = await self.sink.send(event)
+            async with self._sending:
+                delivery = await self.sink.send(event)
             if delivery.verdict is not Verdict.RETRY:
                 self._lag.observe(max(0.0, time.time() - event.awarded_at.timestamp()))
                 if delivery.verdict is Verdict.DELIVERED:
@@ -119,14 +129,14 @@ class Forwarder:
                         status=delivery.status, retry_in=round(delay, 2))
             await asyncio.sleep(delay)
 
-    async def _park(self, award_id: int, delivery: Delivery) -> None:
+    async def _park(self, loop: str, award_id: int, delivery: Delivery) -> None:
         self.metrics.events_parked.labels(self.sink.kind).inc()
         group = self.subscription.group
         log.warning("sink.parked", sink=self.sink.kind, award_id=award_id, group=group, status=delivery.status,
                     reason=delivery.reason)
         if group is None:
             return  # nowhere durable to keep it: a listener without a group keeps nothing
-        conn = await self._parking_connection()
+        conn = await self._parking_connection(loop)
         await conn.execute(*self._parking.park(group, self.sink.kind, award_id, delivery))
 
     async def _replay_loop(self) -> None:
@@ -138,10 +148,8 @@ class Forwarder:
                 backoff.reset()
                 delay = self.replay_interval
             except (psycopg.Error, BadgedError) as exc:
-                error = translate(exc, "read parked events") if isinstance(exc, psycopg.Error) else exc
-                if not isinstance(error, TemporaryError):
-                    raise error from None
-                await self._close_parking()
+                error = temporary_or_raise(exc, "read parked events")
+                await self._close_parking("replay")
                 delay = backoff.next_delay()
                 log.warning("sink.replay_failed", sink=self.sink.kind, error=str(error), retry_in=round(delay, 2))
             await asyncio.sleep(delay)
@@ -149,7 +157,7 @@ class Forwarder:
     async def _replay_due(self) -> None:
         group = self.subscription.group
         assert group is not None
-        conn = await self._parking_connection()
+        conn = await self._parking_connection("replay")
         exists = await (await conn.execute(*self._parking.table_exists())).fetchone()
         if not exists or not exists[0]:
             return  # a database reconciled by an older badged: the next reconcile creates it
@@ -164,15 +172,16 @@ class Forwarder:
                 log.info("sink.replayed", sink=self.sink.kind, award_id=award_id, group=group)
                 await conn.execute(*self._parking.unpark(group, award_id))
             else:
-                await self._park(award_id, delivery)
+                await self._park("replay", award_id, delivery)
 
-    async def _parking_connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._park_conn is None or self._park_conn.closed:
-            self._park_conn = await connect_async(self.subscription.dsn, self.subscription.settings)
-        return self._park_conn
+    async def _parking_connection(self, loop: str) -> psycopg.AsyncConnection[Any]:
+        conn = self._conns.get(loop)
+        if conn is None or conn.closed:
+            conn = self._conns[loop] = await connect_async(self.subscription.dsn, self.subscription.settings)
+        return conn
 
-    async def _close_parking(self) -> None:
-        conn, self._park_conn = self._park_conn, None
+    async def _close_parking(self, loop: str) -> None:
+        conn = self._conns.pop(loop, None)
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()

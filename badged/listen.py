@@ -50,8 +50,8 @@ from psycopg import pq
 from badged import event_sql
 from badged.backoff import Backoff
 from badged.db import connect, connect_async, sever
-from badged.db_errors import translate
-from badged.errors import BadgedError, ConfigError, PermanentError, TemporaryError
+from badged.db_errors import temporary_or_raise
+from badged.errors import BadgedError, ConfigError, ConnectionFailed, PermanentError
 from badged.event_sql import EventStatements
 from badged.events import AwardEvent, Position
 from badged.logs import get_logger
@@ -133,10 +133,15 @@ class Subscription:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """``close()``, then end the async iterations at once (an unfinished batch is rolled back)."""
+        """``close()``, then end the async iterations at once (an unfinished batch is rolled back).
+
+        One that another task is running (waiting inside it) cannot be closed from here; the closed flag ends
+        it within half a second.
+        """
         self.close()
         for iteration in list(self._async_iterations):
-            await iteration.aclose()
+            if getattr(iteration, "ag_await", None) is None and not getattr(iteration, "ag_running", False):
+                await iteration.aclose()
 
     def _sever(self) -> None:
         """From the grace's end until the session ends: cut a connection that waits on the database.
@@ -163,13 +168,11 @@ class Subscription:
             else:
                 self._live.discard(conn)
 
-    def _retry_delay(self, exc: Exception, backoff: Backoff) -> float | None:
+    def _retry_delay(self, exc: psycopg.Error | BadgedError, backoff: Backoff) -> float | None:
         """After *exc* ended a session: the wait before the next, None when closed; raise what is permanent."""
-        error = translate(exc, "read awards") if isinstance(exc, psycopg.Error) else exc
         if self.closed:
             return None  # cut by close(): nothing to retry
-        if not isinstance(error, TemporaryError):
-            raise error from None
+        error = temporary_or_raise(exc, "read awards")
         delay = backoff.next_delay()
         log.warning("listen.reconnect", error=str(error), cause=error.cause, retry_in=round(delay, 2))
         return delay
@@ -281,10 +284,11 @@ class Subscription:
         bell.execute(event_sql.listen(channel))
         work.execute(event_sql.NOTIFY, (channel,))
         heard = False
-        for note in bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
-            if note.channel == channel:
-                heard = True
-                break
+        with contextlib.closing(bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S)) as notes:
+            for note in notes:
+                if note.channel == channel:
+                    heard = True
+                    break
         if not heard:
             raise PermanentError(event_sql.LISTEN_UNHEARD)
         bell.execute(event_sql.unlisten(channel))
@@ -300,8 +304,11 @@ class Subscription:
         backoff = Backoff()
         while not self.closed:
             try:
-                async for event in self._async_session(backoff):
-                    yield event
+                # aclosing: unlike ``yield from``, ``async for … yield`` does not close the inner generator when
+                # the outer one is closed; without it the batch's transaction stayed open until the GC ran
+                async with contextlib.aclosing(self._async_session(backoff)) as session:
+                    async for event in session:
+                        yield event
             except (psycopg.Error, BadgedError) as exc:
                 delay = self._retry_delay(exc, backoff)
                 if delay is None:
@@ -320,17 +327,25 @@ class Subscription:
                 self._position = await self._async_start_position(work)
             self._started(backoff)
             while not self.closed:
-                if self.group is None:
-                    async for event in self._async_drain_memory(work):
-                        yield event
-                else:
-                    async for event in self._async_drain_group(work, self.group):
+                drain = (self._async_drain_memory(work) if self.group is None
+                         else self._async_drain_group(work, self.group))
+                async with contextlib.aclosing(drain) as events:
+                    async for event in events:
                         yield event
                 await self._async_wait_for_doorbell(bell)
 
     @contextlib.asynccontextmanager
     async def _async_connect(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        conn = await connect_async(self.dsn, self.settings)
+        """A connection of this session, which close() may cut; an attempt is abandoned soon after close()."""
+        attempt = asyncio.ensure_future(connect_async(self.dsn, self.settings))
+        while not attempt.done():
+            await asyncio.wait({attempt}, timeout=_WAKE_STEP_S)
+            if self.closed and not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
+                raise ConnectionFailed("cannot connect to the database: given up, stopping")
+        conn = attempt.result()
         self._track(conn, live=True)
         try:
             async with conn:
@@ -347,6 +362,7 @@ class Subscription:
     async def _async_wait_for_doorbell(self, bell: psycopg.AsyncConnection[Any]) -> None:
         deadline = time.monotonic() + self.poll_interval
         while not self.closed and (left := deadline - time.monotonic()) > 0:
+            # notifies() ends by itself here (stop_after, timeout 0): read to the end, it lets go of the connection
             if [note async for note in bell.notifies(timeout=min(_WAKE_STEP_S, left), stop_after=1)]:
                 async for _ in bell.notifies(timeout=0):
                     pass
@@ -400,10 +416,12 @@ class Subscription:
         await bell.execute(event_sql.listen(channel))
         await work.execute(event_sql.NOTIFY, (channel,))
         heard = False
-        async for note in bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S):
-            if note.channel == channel:
-                heard = True
-                break
+        # closed at once when left early: until then it holds the connection's lock, and UNLISTEN would wait
+        async with contextlib.aclosing(bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S)) as notes:
+            async for note in notes:
+                if note.channel == channel:
+                    heard = True
+                    break
         if not heard:
             raise PermanentError(event_sql.LISTEN_UNHEARD)
         await bell.execute(event_sql.unlisten(channel))

@@ -5,7 +5,7 @@ to the stdlib logger of that name (under ``badged``), so an application that emb
 (``badged.subscribe()``, Django) sees it wherever it sends its own logs, and nothing at all
 when it configured nothing: a library configures no handler and never writes to stdout.
 
-The message reads ``listen.started group='mailer'`` for plain ``logging`` formatters; the event
+The message reads ``listen.started group=mailer`` for plain ``logging`` formatters; the event
 name and fields also travel on the record (``badged_event``, ``badged_fields``), from which the
 CLI's structlog output (``badged.log_output``) renders a JSON object or a console line.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -22,7 +24,7 @@ import badged
 from badged.errors import PermanentError
 from tests.conftest import SEED_BADGES
 from tests.daemon_process import Listener
-from tests.helpers import apply, badge
+from tests.helpers import apply, badge, capture_logs
 
 EVENT_FIELDS = {"award_id", "badge", "badge_name", "user_id", "awarded_at", "table"}
 
@@ -367,3 +369,100 @@ def test_the_listen_probe_never_writes_on_the_public_channel(seeded: str) -> Non
     assert payloads, "the award's own NOTIFY is heard"
     for payload in payloads:
         json.loads(payload)  # every payload on the public channel is JSON, as documented
+
+
+def test_leaving_async_with_mid_batch_frees_the_group_at_once(seeded: str) -> None:
+    """Closing the outer async generator must close the inner ones: the batch's transaction ends there."""
+    _create_group(seeded, "feed")
+    sign_up(seeded, 1, 3)
+
+    async def take_one() -> str:
+        async with badged.subscribe(seeded, group="feed", batch_size=3, poll_interval=0.2) as events:
+            async for event in events:
+                return event.user_id
+        return ""
+
+    with capture_logs("psycopg") as psycopg_logs:
+        assert asyncio.run(asyncio.wait_for(take_one(), 20)) == "1"
+        gc.collect()  # an inner generator left open would be finalised here, on a closed connection
+    warnings = [e for e in psycopg_logs.events if e["level"] != "debug"]
+    assert warnings == [], "every generator was closed in order (no 'error ignored in rollback')"
+    with psycopg.connect(seeded) as conn:
+        conn.execute("SELECT 1 FROM badged.consumer_group WHERE name = 'feed' FOR UPDATE NOWAIT")  # not locked
+        idle = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND application_name = 'badged' AND state = 'idle in transaction'").fetchone()
+    assert idle == (0,)
+
+
+def test_aclose_from_another_task_ends_the_iteration(seeded: str) -> None:
+    async def scenario() -> list[str]:
+        subscription = badged.subscribe(seeded, since=0, poll_interval=5)
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for event in subscription:
+                seen.append(event.user_id)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1.0)  # waiting for the doorbell inside the generator
+        await subscription.aclose()
+        await asyncio.wait_for(task, 5)
+        return seen
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_sigterm_while_connecting_ends_listen_at_once(tmp_path: Any) -> None:
+    """A server that accepts and never answers: `badged listen` used to wait out connect_timeout (10 s)."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        listener = subprocess.Popen([sys.executable, "-m", "badged", "listen", "--dsn",
+                                     f"postgresql://nobody@127.0.0.1:{port}/x", "--log-format", "json"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        listener.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert listener.wait(timeout=8) == 0
+        assert time.monotonic() - started < 3
+    finally:
+        silent.close()
+
+
+def test_listen_with_a_group_needs_only_the_readers_rights(seeded: str, admin_dsn: str) -> None:
+    """README, Security: USAGE, SELECT on award/badge, INSERT/UPDATE on consumer_group; nothing on parked_event."""
+    from psycopg import conninfo, sql
+
+    role = f"badged_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA badged TO {r}; GRANT SELECT ON badged.award, badged.badge"
+                                 " TO {r}; GRANT SELECT, INSERT, UPDATE ON badged.consumer_group TO {r}")
+                         .format(r=sql.Identifier(role)))
+        reader = conninfo.make_conninfo(seeded, user=role)
+        _create_group(reader, "reader")
+        sign_up(seeded, 5)
+        listener = subprocess.Popen([sys.executable, "-m", "badged", "listen", "--dsn", reader, "--group", "reader",
+                                     "--log-format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        try:
+            assert listener.stdout is not None
+            line = listener.stdout.readline()
+            if not line:
+                listener.kill()
+                raise AssertionError(listener.communicate()[1])
+            assert json.loads(line)["user_id"] == "5"
+            listener.send_signal(signal.SIGTERM)
+            assert listener.wait(timeout=10) == 0
+        finally:
+            listener.kill()
+            listener.wait()
+    finally:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
