@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from badged.own_schema import AWARD_TABLE
 from badged.settings import Settings
-
-AWARD_TABLE = "award"
 
 
 def award_table(settings: Settings) -> sql.Composed:

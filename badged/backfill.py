@@ -29,13 +29,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE, award_users_statement
-from badged.catalog import Table
+from badged.awarding import award_users_statement
 from badged.condition import Event
 from badged.errors import DatabaseMismatch, LockTimeout
 from badged.function_body import function_search_path
 from badged.locks import lock_users_statement
 from badged.logs import get_logger
+from badged.objects import Table
+from badged.own_schema import AWARD_TABLE
 from badged.reconcile import qualify_in_database
 from badged.settings import Settings
 from badged.spec import Badge

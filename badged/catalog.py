@@ -9,7 +9,6 @@ output without touching the database again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pglast import ast, parse_sql
@@ -18,115 +17,10 @@ from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
 from badged.names import KnownNames, Name, NameKind
+from badged.objects import ActualBadgeRow, ActualFunction, ActualTrigger, Catalog, Column, Table
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import TableName
-
-# pg_trigger.tgtype bits (src/include/catalog/pg_trigger.h)
-TRIGGER_ROW = 1
-TRIGGER_BEFORE = 2
-TRIGGER_EVENT_BITS = {"insert": 4, "delete": 8, "update": 16}
-TRIGGER_INSTEAD = 64
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
-    generated: bool = False
-    #: a virtual generated column (PostgreSQL 18): computed when read, but NULL in row triggers
-    virtual: bool = False
-
-
-@dataclass(frozen=True)
-class Table:
-    """A resolved table (or, for a trigger found in the catalog, just its name)."""
-
-    schema: str
-    name: str
-    oid: int = 0
-    kind: str = "r"
-    columns: tuple[Column, ...] = field(default=(), compare=False)
-    #: roles other than the reconciling one (and superusers) that may create objects in its schema
-    #: ("PUBLIC" for everyone); empty when the schema is trusted (see ``names``)
-    schema_writers: tuple[str, ...] = field(default=(), compare=False)
-
-    @property
-    def qualified(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
-
-    def is_generated(self, name: str) -> bool:
-        return any(column.name == name and column.generated for column in self.columns)
-
-    def is_virtual(self, name: str) -> bool:
-        return any(column.name == name and column.virtual for column in self.columns)
-
-
-@dataclass(frozen=True)
-class ActualFunction:
-    oid: int
-    schema: str
-    name: str
-    body: str
-    security_definer: bool
-    search_path: tuple[str, ...] | None
-    language: str
-    returns: str
-    nargs: int
-    comment: str | None
-    #: roles other than its owner that may EXECUTE it ("PUBLIC" for everyone); badged grants none
-    executors: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ActualTrigger:
-    oid: int
-    name: str
-    table: Table
-    tgtype: int
-    enabled: str
-    function_schema: str
-    function_name: str
-    columns: tuple[str, ...]
-    has_when: bool
-    comment: str | None
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.table.schema, self.table.name, self.name)
-
-
-@dataclass(frozen=True)
-class ActualBadgeRow:
-    code: str
-    name: str
-    trigger_table: str
-    trigger_condition: str
-    condition: str
-    user_field: str
-    removed: bool
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """badged's slice of the database, as read at one moment."""
-
-    schema_exists: bool
-    tables: frozenset[str]
-    functions: tuple[ActualFunction, ...]
-    #: prefixed triggers that call one of our functions
-    triggers: tuple[ActualTrigger, ...]
-    #: prefixed triggers that call someone else's function: never touched
-    foreign_triggers: tuple[ActualTrigger, ...]
-    badge_rows: tuple[ActualBadgeRow, ...]
 
 
 def read_catalog(conn: Connection[Any], settings: Settings) -> Catalog:

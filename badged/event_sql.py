@@ -13,10 +13,9 @@ from typing import Any
 
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE
 from badged.errors import PermanentError
 from badged.events import AwardEvent, Position
-from badged.render import BADGE_TABLE, GROUP_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE, GROUP_TABLE
 from badged.settings import Settings
 
 Statement = tuple[sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any]]

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from badged.awarding import award_table, notify_payload
-from badged.catalog import Table
 from badged.condition import Event, shared_select
-from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
+from badged.locks import try_function_lock, try_user_lock
 from badged.names import search_path_for
+from badged.objects import Table
+from badged.own_schema import RECHECK_TABLE
 from badged.routines import FunctionName, Routines
 from badged.settings import Settings
 from badged.spec import Badge

@@ -58,9 +58,6 @@ from psycopg import sql
 
 from badged.settings import Settings
 
-#: Checks a trigger could not decide alone, for ``badged run`` to finish (``recheck``).
-RECHECK_TABLE = "recheck"
-
 #: Users are spread over this many keys (a power of two): at 16 busy clients two checks
 #: meet on one by chance about 1 % of the time, and a statement over any number of users
 #: takes at most this many locks.

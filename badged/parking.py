@@ -18,10 +18,9 @@ from typing import Any
 
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE
 from badged.event_sql import Statement
 from badged.events import AwardEvent
-from badged.render import BADGE_TABLE, PARKED_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE, PARKED_TABLE
 from badged.settings import Settings
 from badged.sinks import Delivery
 

@@ -17,33 +17,29 @@ from enum import StrEnum
 
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE
-from badged.catalog import (
+from badged.errors import DatabaseMismatch, Problem
+from badged.marks import COMMENT_MARK, comment_for, fingerprint, parse_comment, text
+from badged.objects import (
     TRIGGER_EVENT_BITS,
     TRIGGER_ROW,
     ActualBadgeRow,
     ActualFunction,
     ActualTrigger,
     Catalog,
-)
-from badged.errors import DatabaseMismatch, Problem
-from badged.locks import RECHECK_TABLE
-from badged.render import (
-    BADGE_TABLE,
-    COMMENT_MARK,
-    GROUP_TABLE,
-    PARKED_TABLE,
-    BadgeRow,
     Desired,
     FunctionDef,
     TriggerDef,
-    comment_for,
     drop_trigger,
-    fingerprint,
-    parse_comment,
+)
+from badged.own_schema import (
+    AWARD_TABLE,
+    BADGE_TABLE,
+    GROUP_TABLE,
+    PARKED_TABLE,
+    RECHECK_TABLE,
+    BadgeRow,
     render_bootstrap,
     retire_badge_row,
-    text,
     upsert_badge_row,
 )
 from badged.settings import Settings

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from badged.catalog import Table
 from badged.condition import qualified
 from badged.errors import Problem
 from badged.names import KnownNames, Name, resolve
+from badged.objects import Table
 from badged.spec import Badge
 
 

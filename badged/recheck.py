@@ -35,11 +35,13 @@ from psycopg.rows import dict_row
 
 from badged.awarding import award_statement, held_statement
 from badged.backoff import Backoff
-from badged.catalog import Table, read_routines, resolve_tables
+from badged.catalog import read_routines, resolve_tables
 from badged.errors import BadgedError, ConnectionFailed
 from badged.function_body import function_search_path, needs_function_lock
-from badged.locks import RECHECK_TABLE, try_function_lock, try_user_lock
+from badged.locks import try_function_lock, try_user_lock
 from badged.logs import get_logger
+from badged.objects import Table
+from badged.own_schema import RECHECK_TABLE
 from badged.reconcile import qualify_in_database
 from badged.render import object_name, trigger_kind
 from badged.routines import Routines

@@ -19,14 +19,15 @@ import psycopg
 from psycopg import sql
 
 from badged.apply import apply_plan
-from badged.catalog import Table, read_catalog, read_names, read_routines, resolve_tables
+from badged.catalog import read_catalog, read_names, read_routines, resolve_tables
 from badged.db_errors import translate
 from badged.errors import DatabaseMismatch, LockTimeout, Problem
 from badged.function_body import function_search_path
 from badged.logs import get_logger
+from badged.objects import Desired, Table
 from badged.plan import Action, Plan, diff
 from badged.qualify import qualify_badges, wanted_names
-from badged.render import Desired, render, render_condition_check
+from badged.render import render, render_condition_check
 from badged.settings import Settings
 from badged.spec import Badge
 

@@ -16,8 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from badged.awarding import AWARD_TABLE
-from badged.locks import RECHECK_TABLE
+from badged.own_schema import AWARD_TABLE, RECHECK_TABLE
 from badged.plan import Plan, Step
 from badged.settings import Settings
 from badged.spec import Badge

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
-from badged.catalog import Table
 from badged.db import connect
 from badged.logs import EVENT_ATTR, FIELDS_ATTR
 from badged.names import KnownNames, NameKind
+from badged.objects import Table
 from badged.qualify import qualify_badges
 from badged.reconcile import Outcome, reconcile
 from badged.routines import RoutineKind, Routines

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from badged.catalog import ActualFunction, Catalog, Column, Table
+from badged.objects import ActualFunction, Catalog, Column, Table
 from badged.plan import Action, diff
 from badged.render import object_name, render
 from badged.settings import Settings

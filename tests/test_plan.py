@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from badged.catalog import (
+from badged.objects import (
     TRIGGER_EVENT_BITS,
     TRIGGER_ROW,
     ActualBadgeRow,
@@ -16,11 +16,14 @@ from badged.catalog import (
     ActualTrigger,
     Catalog,
     Column,
+    Desired,
+    FunctionDef,
     Table,
+    TriggerDef,
 )
 from badged.output import plan_json, plan_text
 from badged.plan import Action, diff
-from badged.render import Desired, FunctionDef, TriggerDef, render
+from badged.render import render
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES

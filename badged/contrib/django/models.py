@@ -27,9 +27,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
 
-from badged.awarding import AWARD_TABLE
 from badged.contrib.django.conf import qualified_table
-from badged.render import BADGE_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE
 
 
 def user_key(user: Any) -> str:
