@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from badged.version import __version__
+
 __all__ = ["AwardEvent", "Subscription", "__version__", "forward", "subscribe"]
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ import psycopg
 
 from badged.db_errors import translate
 from badged.errors import ApplyFailed
+from badged.marks import Statement
 from badged.plan import Plan, Step
 
 
@@ -28,9 +29,9 @@ def apply_plan(conn: psycopg.Connection[Any], plan: Plan) -> int:
     return executed
 
 
-def _execute(conn: psycopg.Connection[Any], step: Step, statement: str) -> None:
+def _execute(conn: psycopg.Connection[Any], step: Step, statement: Statement) -> None:
     try:
-        conn.execute(statement)  # no parameters: psycopg sends it verbatim
+        conn.execute(statement)  # composed with psycopg.sql all the way from render: no value was pasted
     except psycopg.Error as exc:
         raise translate(exc, f"{step.action.value} {step.kind} {step.name}", rolled_back=True,
                         refused=ApplyFailed) from None

@@ -32,7 +32,7 @@ from psycopg import sql
 from badged.awarding import award_users_statement
 from badged.condition import Event
 from badged.errors import DatabaseMismatch, LockTimeout
-from badged.function_body import function_search_path
+from badged.function_context import function_search_path
 from badged.locks import lock_users_statement
 from badged.logs import get_logger
 from badged.objects import Table

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from badged.names import KnownNames, Name, NameKind
 from badged.objects import ActualBadgeRow, ActualFunction, ActualTrigger, Catalog, Column, Table
+from badged.own_schema import tables_exist
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import TableName
@@ -49,6 +50,12 @@ def read_catalog(conn: Connection[Any], settings: Settings) -> Catalog:
         foreign_triggers=tuple(t for t in triggers if (t.function_schema, t.function_name) not in ours),
         badge_rows=badge_rows,
     )
+
+
+def own_table_exists(conn: Connection[Any], settings: Settings, table: str) -> bool:
+    """Whether badged's *table* exists (before the first reconcile, none does)."""
+    row = conn.execute(*tables_exist(settings, table)).fetchone()
+    return bool(row and row[0])
 
 
 def resolve_tables(conn: Connection[Any], names: Iterable[TableName]) -> dict[str, Table | None]:

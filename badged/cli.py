@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 
-from badged import __version__
+from badged.catalog import own_table_exists
 from badged.db import connect, resolve_dsn, scrub
+from badged.db_errors import message_of
 from badged.errors import BadgedError, ConfigError, SpecError
 from badged.log_output import LEVELS, configure_logging
 from badged.output import outcome_json, outcome_text, plan_json, plan_text
+from badged.own_schema import AWARD_TABLE, RECHECK_TABLE
 from badged.reconcile import reconcile
 from badged.settings import Options, OptionsError, Settings, load_options
 from badged.spec import Badge, load_badges
+from badged.version import __version__
 
 if TYPE_CHECKING:
     from badged.backfill import Progress
@@ -245,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadgedError as exc:
         _error(scrub(str(exc), dsn))
     except psycopg.Error as exc:
-        _error(scrub(f"database error: {exc.diag.message_primary or str(exc).strip()}", dsn))
+        _error(scrub(f"database error: {message_of(exc)}", dsn))
     except KeyboardInterrupt:
         _error("interrupted")
     return EXIT_ERROR
@@ -377,7 +380,7 @@ def _recheck(args: argparse.Namespace) -> int:
     settings = _settings(args)
     badges = _badges(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
-        if not _table_exists(conn, f"{settings.schema}.recheck"):
+        if not own_table_exists(conn, settings, RECHECK_TABLE):
             raise ConfigError("badged's recheck table does not exist yet: run `badged reconcile --once` first")
         drained = drain(conn, badges, settings)
     counts = drained.counts
@@ -387,11 +390,6 @@ def _recheck(args: argparse.Namespace) -> int:
           f"{counts[Result.NOT_EARNED]} not earned, {counts[Result.DROPPED]} dropped (badge gone), "
           f"{counts[Result.FAILED]} failed; {left}")
     return EXIT_OK
-
-
-def _table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
-    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -411,7 +409,7 @@ def _backfill(args: argparse.Namespace) -> int:
         qualified, tables = resolve_and_check(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)),
                                               settings)
         selected = list(qualified)
-        if not _table_exists(conn, f"{settings.schema}.award"):
+        if not own_table_exists(conn, settings, AWARD_TABLE):
             raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
     show = _progress_printer() if sys.stderr.isatty() else None
     for badge in selected:

@@ -13,66 +13,50 @@ never the text as written, so a comment or a second statement cannot slip throug
 Bare column names in the expression shapes are rewritten to ``NEW.col`` (``OLD.col``
 for delete badges): with no FROM there is nothing else they could name.
 
+Walking, reading and rewriting the tree is ``condition_tree``'s job; the limits on a
+condition's length and nesting, checked before pglast builds the tree, ``condition_limits``'s.
 This module is pure: no database, no I/O.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 from pglast import ast, enums, parse_sql
-from pglast.parser import ParseError, parse_sql_json
-from pglast.stream import RawStream
+from pglast.parser import ParseError
 
-from badged.names import Name, NameKind, Qualification
+from badged.condition_limits import MAX_DEPTH, MAX_LENGTH, TOO_DEEP, size_problem
+from badged.condition_tree import (
+    PREFIX,
+    and_parts,
+    column_path,
+    deparse,
+    field_name,
+    filter_aggregates,
+    function_name,
+    is_deterministic,
+    items,
+    parse_select,
+    qualify_names,
+    reads_row,
+    result,
+    row_refs,
+    single_value,
+    unqualified_names,
+    value_of,
+    walk,
+)
+from badged.names import Name, Qualification
 from badged.routines import FunctionName, RoutineKind, Routines
 
-_PREFIX = "SELECT "
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "Condition", "ConditionError", "Event", "parse_condition", "qualified",
+           "shared_select"]
 
-#: A condition is a line or two; anything this long is a mistake (and the whole text ends up in a trigger function).
-MAX_LENGTH = 10_000
-#: How deeply a condition's syntax tree may nest. pglast turns trees into Python objects by C
-#: recursion that nothing bounds (a chain of 30,000 '+' crashes the process), and its deparser
-#: and ``_walk`` recurse in Python (~4 frames a level against a limit of 1,000), so this is
-#: checked before either runs. Real conditions nest 5 to 15 levels.
-MAX_DEPTH = 100
-_TOO_DEEP = f"nests too deeply (more than {MAX_DEPTH} levels of calls, operators, NOT or subqueries); simplify it"
-# What pglast's C parser says when a statement nests deeper than its own stacks allow.
-_PARSER_OVERFLOWS = ("stack depth limit exceeded", "memory exhausted")
-# One token of pglast's JSON tree: a string (group 1), a key when followed by ':' (group 2), or a bracket.
-_JSON_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"\s*(:)?|[{}\[\]]')
 _P = ParamSpec("_P")
-
-# Node types that may appear in a condition whose value depends only on the row:
-# no function calls (now(), age() and random() change their answer over time),
-# no subqueries, no CURRENT_TIMESTAMP-like values.
-_DETERMINISTIC_NODES = (
-    ast.A_Const,
-    ast.A_Expr,
-    ast.BoolExpr,
-    ast.BooleanTest,
-    ast.ColumnRef,
-    ast.NullTest,
-    ast.String,
-    ast.Integer,
-    ast.Float,
-    ast.Boolean,
-    ast.TypeName,
-    ast.TypeCast,
-    ast.CaseExpr,
-    ast.CaseWhen,
-    ast.CoalesceExpr,
-    ast.A_ArrayExpr,
-)
-# A constant cast to one of these reads the clock ('now'::timestamptz, 'today'::date).
-_CLOCK_TYPES = frozenset(
-    {"date", "time", "timetz", "timestamp", "timestamptz", "interval", "abstime", "reltime"}
-)
 
 _DATA_MODIFYING = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
@@ -112,7 +96,6 @@ class Condition:
     """A checked condition, ready to render."""
 
     written: str
-    is_query: bool
     #: the condition as one SQL expression (a scalar subquery for the query shape)
     expression: str
     #: the same, wrapped so that PostgreSQL rejects a non-boolean result (``NOT (...)``)
@@ -171,7 +154,7 @@ class Condition:
             return None  # unknown, ambiguous (an aggregate in one schema, a function in another), or no aggregate
         if any(found not in ({RoutineKind.AGGREGATE}, {RoutineKind.FUNCTION}) for found in kinds):
             return None  # a window function or a procedure: not one value per query
-        scope = tuple(sorted(part for part in self.where if _reads_row(part)))
+        scope = tuple(sorted(part for part in self.where if reads_row(part)))
         return (self.shared_query, scope) if scope else None
 
     @property
@@ -180,13 +163,13 @@ class Condition:
 
 
 def _refuse_deep_nesting(parse: Callable[_P, Condition]) -> Callable[_P, Condition]:
-    """Turn a RecursionError in *parse* into a ConditionError: the net under ``_check_size``; the daemon lives on."""
+    """Turn a RecursionError in *parse* into a ConditionError: the net under ``size_problem``; the daemon lives on."""
     @functools.wraps(parse)
     def guarded(*args: _P.args, **kwargs: _P.kwargs) -> Condition:
         try:
             return parse(*args, **kwargs)
         except RecursionError:
-            raise ConditionError(_TOO_DEEP) from None
+            raise ConditionError(TOO_DEEP) from None
     return guarded
 
 
@@ -198,38 +181,37 @@ def parse_condition(written: str, event: Event, qualification: Qualification | N
     a schema is written with the schema given there.
     """
     select = _parse_single_select(written)
-    names = _unqualified_names(select)
+    names = unqualified_names(select)
     if qualification:
-        _qualify_names(select, qualification)
-    target = select.targetList[0].val
+        qualify_names(select, qualification)
+    target = value_of(select)
     is_query = _has_query_tail(select)
     if not is_query:
         _qualify_bare_columns(target, event.changed_row)
     _reject_misused_rows(select, event)
-    row_refs = frozenset(_row_refs(select))
-    row_columns = frozenset((var, column) for var, column in row_refs if column is not None)
+    refs = frozenset(row_refs(select))
+    row_columns = frozenset((var, column) for var, column in refs if column is not None)
     shared_query, shared_target, where, target_calls = _shareable(select) if is_query else (None, None, (), None)
     from_table, scope_columns = _scope(select, event.changed_row) if is_query else (None, frozenset())
-    calls = frozenset(_function_name(node) for node in _walk(select) if isinstance(node, ast.FuncCall))
-    has_subquery = any(isinstance(node, ast.SubLink) for node in _walk(target))
-    expression = _deparse(select if is_query else target)
+    calls = frozenset(function_name(node) for node in walk(select) if isinstance(node, ast.FuncCall))
+    has_subquery = any(isinstance(node, ast.SubLink) for node in walk(target))
+    expression = deparse(select if is_query else target)
     if is_query:
         expression = f"({expression})"
-    select.targetList[0].val = ast.BoolExpr(boolop=enums.BoolExprType.NOT_EXPR, args=(target,))
-    boolean_check = _deparse(select if is_query else select.targetList[0].val)
+    result(select).val = ast.BoolExpr(boolop=enums.BoolExprType.NOT_EXPR, args=(target,))
+    boolean_check = deparse(select if is_query else value_of(select))
     if is_query:
         boolean_check = f"({boolean_check})"
     return Condition(
         written=written,
-        is_query=is_query,
         expression=expression,
         boolean_check=boolean_check,
         row_columns=row_columns,
         new_row_only=(
             not is_query
-            and _is_deterministic(target)
-            and {var for var, _ in row_refs} <= {"new"}
-            and all(column is not None for _, column in row_refs)
+            and is_deterministic(target)
+            and {var for var, _ in refs} <= {"new"}
+            and all(column is not None for _, column in refs)
         ),
         shared_query=shared_query,
         target=shared_target,
@@ -240,8 +222,8 @@ def parse_condition(written: str, event: Event, qualification: Qualification | N
         row_local=not is_query and not has_subquery and not calls,
         from_table=from_table,
         scope_columns=scope_columns,
-        whole_row=any(column is None for _, column in row_refs),
-        has_subquery=any(isinstance(node, ast.SubLink) for node in _walk(select)),
+        whole_row=any(column is None for _, column in refs),
+        has_subquery=any(isinstance(node, ast.SubLink) for node in walk(select)),
         names=names,
     )
 
@@ -256,39 +238,6 @@ def qualified(condition: Condition, event: Event, qualification: tuple[tuple[Nam
     if not qualification:
         return condition
     return _qualified(condition.written, event, qualification)
-
-
-def _unqualified_names(select: Any) -> frozenset[Name]:
-    """Tables (other than the query's own WITH names), functions and types written without a schema."""
-    return frozenset(name for name, _node in _unqualified(select))
-
-
-def _unqualified(select: Any) -> Iterator[tuple[Name, Any]]:
-    """Every node naming a table, function or type without a schema, with that name."""
-    ctes = {str(node.ctename) for node in _walk(select) if isinstance(node, ast.CommonTableExpr)}
-    for node in list(_walk(select)):
-        parts: Any = (node.funcname if isinstance(node, ast.FuncCall)
-                      else node.names if isinstance(node, ast.TypeName) and not node.pct_type else None)
-        if isinstance(node, ast.RangeVar) and node.schemaname is None and str(node.relname) not in ctes:
-            yield (NameKind.RELATION, str(node.relname)), node
-        elif isinstance(node, ast.FuncCall) and len(parts) == 1:
-            yield (NameKind.FUNCTION, str(parts[0].sval)), node
-        elif isinstance(node, ast.TypeName) and parts and len(parts) == 1:
-            yield (NameKind.TYPE, str(parts[0].sval)), node
-
-
-def _qualify_names(select: Any, qualification: Qualification) -> None:
-    """Write the schema *qualification* gives in front of every name ``_unqualified`` finds."""
-    for (kind, name), node in _unqualified(select):
-        schema = qualification.get((kind, name))
-        if schema is None:
-            continue
-        if kind is NameKind.RELATION:
-            node.schemaname = schema
-        elif kind is NameKind.FUNCTION:
-            node.funcname = (ast.String(sval=schema), ast.String(sval=name))
-        else:
-            node.names = (ast.String(sval=schema), ast.String(sval=name))
 
 
 def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]],
@@ -311,89 +260,59 @@ def shared_select(shared_query: str, members: list[tuple[str, tuple[str, ...]]],
     common = [part for part in members[0][1] if all(part in where for _, where in members[1:])]
     values = []
     for value, where in members:
-        expression = _single_value(value)
-        rest = [_single_value(part) for part in where if part not in common]
+        expression = single_value(value)
+        rest = [single_value(part) for part in where if part not in common]
         if rest:
-            _filter_aggregates(expression, rest[0] if len(rest) == 1 else
+            filter_aggregates(expression, rest[0] if len(rest) == 1 else
                                ast.BoolExpr(boolop=enums.BoolExprType.AND_EXPR, args=tuple(rest)), is_aggregate)
         values.append(expression)
-    select: Any = parse_sql(shared_query)[0].stmt
+    select = parse_select(shared_query)
     if common:
-        parts = tuple(_single_value(part) for part in common)
+        parts = tuple(single_value(part) for part in common)
         select.whereClause = parts[0] if len(parts) == 1 else ast.BoolExpr(
             boolop=enums.BoolExprType.AND_EXPR, args=parts)
     select.targetList = (ast.ResTarget(val=ast.A_ArrayExpr(elements=tuple(values))),)
-    return _deparse(select)
+    return deparse(select)
 
 
-def _filter_aggregates(expression: Any, condition: Any, is_aggregate: Callable[[FunctionName], bool]) -> None:
-    """Add ``FILTER (WHERE condition)`` to every aggregate computed at this level of *expression*."""
-    for node in _walk(expression, into_subqueries=False):
-        if isinstance(node, ast.FuncCall) and node.over is None and is_aggregate(_function_name(node)):
-            node.agg_filter = condition if node.agg_filter is None else ast.BoolExpr(
-                boolop=enums.BoolExprType.AND_EXPR, args=(node.agg_filter, condition))
-
-
-def _reads_row(expression: str) -> bool:
-    return any(var in ("new", "old") for var, _ in _row_refs(_single_value(expression)))
-
-
-def _single_value(expression: str) -> Any:
-    select: Any = parse_sql(_PREFIX + expression)[0].stmt
-    return select.targetList[0].val
-
-
-def _shareable(select: Any) -> tuple[str | None, str | None, tuple[str, ...], frozenset[FunctionName] | None]:
+def _shareable(select: ast.SelectStmt
+               ) -> tuple[str | None, str | None, tuple[str, ...], frozenset[FunctionName] | None]:
     """(its FROM, its value, its WHERE parts, the calls of its value) when *select* may return one row.
 
     Whether it does (its value is an aggregate) is for the database to say: see
     ``Condition.share_key``. A window call (``OVER``) at this level rules it out here.
     """
-    if not select.fromClause or any(getattr(select, clause, None) for clause in _NOT_SHAREABLE):
+    if not select.fromClause or any(getattr(select, clause) for clause in _NOT_SHAREABLE):
         return None, None, (), None
-    target = select.targetList[0].val
-    calls = [node for node in _walk(target, into_subqueries=False) if isinstance(node, ast.FuncCall)]
+    target = value_of(select)
+    calls = [node for node in walk(target, into_subqueries=False) if isinstance(node, ast.FuncCall)]
     if not calls or any(call.over is not None for call in calls):
         return None, None, (), None
-    where: Any = select.whereClause
-    if where is None:
-        parts: tuple[Any, ...] = ()
-    elif isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
-        parts = tuple(where.args or ())
-    else:
-        parts = (where,)
-    shell: Any = ast.SelectStmt(fromClause=select.fromClause)
-    return (_deparse(shell), _deparse(target), tuple(_deparse(part) for part in parts),
-            frozenset(_function_name(call) for call in calls))
+    shell = ast.SelectStmt(fromClause=select.fromClause)
+    return (deparse(shell), deparse(target), tuple(deparse(part) for part in and_parts(select.whereClause)),
+            frozenset(function_name(call) for call in calls))
 
 
-def _function_name(call: Any) -> FunctionName:
-    names = [str(part.sval) for part in call.funcname]
-    return (names[-2] if len(names) >= 2 else None, names[-1])
-
-
-def _scope(select: Any, row: str) -> tuple[tuple[str | None, str] | None, frozenset[str]]:
+def _scope(select: ast.SelectStmt, row: str) -> tuple[tuple[str | None, str] | None, frozenset[str]]:
     """The one table a query tail reads, and its columns ``c`` that its WHERE equates with ``<row>.c``.
 
     A query over ``dummy_sketch WHERE user_id = NEW.user_id`` reads only rows of the
     changed row's user: two writes of different users cannot change what the other's
     check reads. Joins, several FROM items and subqueries in FROM give no table.
     """
-    items: Any = select.fromClause or ()
-    if len(items) != 1 or not isinstance(items[0], ast.RangeVar) or items[0].catalogname:
+    from_items = items(select.fromClause, ast.Node)
+    table = from_items[0] if len(from_items) == 1 else None
+    if not isinstance(table, ast.RangeVar) or table.catalogname:
         return None, frozenset()
-    table: Any = items[0]
     names = {str(table.alias.aliasname) if table.alias else str(table.relname)}
-    where: Any = select.whereClause
-    parts: Any = where.args if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR \
-        else ((where,) if where is not None else ())
     columns = set()
-    for part in parts:
-        name: Any = part.name if isinstance(part, ast.A_Expr) else ()
-        if not (isinstance(part, ast.A_Expr) and part.kind == enums.A_Expr_Kind.AEXPR_OP
-                and len(name) == 1 and name[0].sval == "="):
+    for part in and_parts(select.whereClause):
+        if not (isinstance(part, ast.A_Expr) and part.kind == enums.A_Expr_Kind.AEXPR_OP):
             continue
-        sides = [_column_path(part.lexpr), _column_path(part.rexpr)]
+        operator = items(part.name, ast.String)
+        if len(operator) != 1 or operator[0].sval != "=":
+            continue
+        sides = [column_path(part.lexpr), column_path(part.rexpr)]
         for mine, theirs in (sides, sides[::-1]):
             if mine is None or theirs is None or len(theirs) != 2 or theirs[0] != row:
                 continue
@@ -402,94 +321,47 @@ def _scope(select: Any, row: str) -> tuple[tuple[str | None, str] | None, frozen
     return (table.schemaname, str(table.relname)), frozenset(columns)
 
 
-def _column_path(node: Any) -> tuple[str, ...] | None:
-    fields: Any = node.fields if isinstance(node, ast.ColumnRef) else None
-    if fields is None or not all(isinstance(f, ast.String) for f in fields):
-        return None
-    return tuple(str(f.sval) for f in fields)
-
-
-def _check_size(written: str) -> None:
-    """Refuse what pglast cannot safely turn into Python objects, before it does.
-
-    Its C parser bounds its own stack (``parse_sql_json`` reports a too deep statement as an
-    error), and the JSON it returns is measured without recursion; only then does ``parse_sql``
-    build the tree.
-    """
-    if "\x00" in written:
-        raise ConditionError("contains a NUL character (\\x00), which PostgreSQL cannot store")
-    if len(written) > MAX_LENGTH:
-        raise ConditionError(f"is {len(written):,} characters long; a condition may have at most {MAX_LENGTH:,}")
-    try:
-        written.encode()
-    except UnicodeEncodeError as exc:
-        raise ConditionError(f"contains {written[exc.start]!r}, half of a UTF-16 surrogate pair, which is not text"
-                             ) from None
-    try:
-        tree = parse_sql_json(_PREFIX + written)
-    except ParseError as exc:
-        if str(exc.args[0]).startswith(_PARSER_OVERFLOWS):
-            raise ConditionError(_TOO_DEEP) from None
-        return  # a plain syntax error: parse_sql reports it with its position
-    if _node_depth(tree) > MAX_DEPTH:
-        raise ConditionError(_TOO_DEEP)
-
-
-def _node_depth(tree: str) -> int:
-    """How deeply nodes nest in pglast's JSON *tree* (a node is a key such as ``"A_Expr":``), without recursion."""
-    opened: list[bool] = []  # per open bracket: True when it holds a node's fields
-    depth = deepest = 0
-    node = False
-    for token in _JSON_TOKEN.finditer(tree):
-        text = token.group()
-        if text in ("{", "["):
-            opened.append(node)
-            depth += node
-            deepest = max(deepest, depth)
-            node = False
-        elif text in ("}", "]"):
-            depth -= opened.pop()
-        else:
-            node = token.group(2) is not None and token.group(1)[:1].isupper()
-    return deepest
-
-
-def _parse_single_select(written: str) -> Any:
+def _parse_single_select(written: str) -> ast.SelectStmt:
+    """The one plain SELECT ``SELECT <written>`` is, with one output column and nothing that writes or locks."""
     if not written.strip():
         raise ConditionError("is empty")
-    _check_size(written)
+    problem = size_problem(written)
+    if problem is not None:
+        raise ConditionError(problem)
     try:
-        statements = parse_sql(_PREFIX + written)
+        statements = parse_sql(PREFIX + written)
     except ParseError as exc:
-        message, index = exc.args[0], exc.args[1] if len(exc.args) > 1 else None
-        message = message.split(", at index")[0]
-        if isinstance(index, int) and index >= len(_PREFIX):
-            message += f" (at character {index - len(_PREFIX) + 1})"
+        message = str(exc.args[0]).split(", at index")[0]
+        index = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(index, int) and index >= len(PREFIX):
+            message += f" (at character {index - len(PREFIX) + 1})"
         raise ConditionError(f"is not valid SQL: {message}") from None
     if len(statements) != 1:
         raise ConditionError("must be one expression or query tail, not several statements (found ';')")
-    select: Any = statements[0].stmt
+    select = statements[0].stmt
     if not isinstance(select, ast.SelectStmt) or select.op != enums.SetOperation.SETOP_NONE:
         raise ConditionError("must be one expression or query tail (UNION, INTERSECT and EXCEPT are not allowed)")
     if select.intoClause is not None:
         raise ConditionError("must not use INTO: a condition only computes a value")
     if select.lockingClause:
         raise ConditionError("must not lock rows (FOR UPDATE/SHARE): it runs inside the application's write")
-    targets: Any = select.targetList or ()
+    targets = items(select.targetList, ast.ResTarget)
     if len(targets) != 1:
         raise ConditionError("must compute exactly one value; found a comma-separated list")
-    fields: Any = targets[0].val.fields if isinstance(targets[0].val, ast.ColumnRef) else ()
+    value = targets[0].val
+    fields = items(value.fields, ast.Node) if isinstance(value, ast.ColumnRef) else ()
     if fields and isinstance(fields[-1], ast.A_Star):
         raise ConditionError("must compute one boolean value, not '*'")
     if targets[0].name is not None:
         raise ConditionError("must not name its result with AS")
-    for node in _walk(select):
+    for node in walk(select):
         if isinstance(node, _DATA_MODIFYING):
             raise ConditionError("must not contain INSERT, UPDATE, DELETE or MERGE")
     return select
 
 
-def _has_query_tail(select: Any) -> bool:
+def _has_query_tail(select: ast.SelectStmt) -> bool:
+    """Whether the condition is the tail of a query (FROM, WHERE, GROUP BY, …) rather than an expression."""
     return any(
         getattr(select, clause)
         for clause in ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause", "limitCount",
@@ -497,72 +369,28 @@ def _has_query_tail(select: Any) -> bool:
     )
 
 
-def _walk(node: Any, *, into_subqueries: bool = True) -> Iterator[Any]:
-    """Yield *node* and every node below it (optionally stopping at subqueries)."""
-    if isinstance(node, (tuple, list)):
-        for item in node:
-            yield from _walk(item, into_subqueries=into_subqueries)
-        return
-    if not isinstance(node, ast.Node):
-        return
-    yield node
-    if not into_subqueries and isinstance(node, ast.SubLink):
-        return
-    for attribute in getattr(type(node), "__slots__", ()):
-        yield from _walk(getattr(node, attribute), into_subqueries=into_subqueries)
-
-
-def _qualify_bare_columns(expression: Any, row: str) -> None:
+def _qualify_bare_columns(expression: ast.Node, row: str) -> None:
     """Rewrite ``col`` to ``row.col`` at the top level (subqueries keep their own scope)."""
-    for node in _walk(expression, into_subqueries=False):
+    for node in walk(expression, into_subqueries=False):
         if not isinstance(node, ast.ColumnRef):
             continue
-        fields: Any = node.fields
+        fields = items(node.fields, ast.Node)
         if len(fields) == 1 and isinstance(fields[0], ast.String):
             if fields[0].sval not in ("new", "old"):  # a whole-row reference stays as it is
                 node.fields = (ast.String(sval=row), fields[0])
         elif isinstance(fields[0], ast.String) and fields[0].sval not in ("new", "old"):
             raise ConditionError(
-                f"reads {fields[0].sval}.{_field_name(fields[1])} but has no FROM; "
+                f"reads {fields[0].sval}.{field_name(fields[1])} but has no FROM; "
                 "only NEW and OLD (or bare columns of the changed row) can be read without one"
             )
 
 
-def _field_name(field: Any) -> str:
-    return str(field.sval) if isinstance(field, ast.String) else "*"
-
-
-def _reject_misused_rows(select: Any, event: Event) -> None:
+def _reject_misused_rows(select: ast.SelectStmt, event: Event) -> None:
+    """Refuse a reference to NEW or OLD that the trigger's *event* leaves NULL (OLD on insert, NEW on delete)."""
     allowed = event.row_variables
-    for var, _column in _row_refs(select):
+    for var, _column in row_refs(select):
         if var not in allowed:
             use = " or ".join(sorted(v.upper() for v in allowed))
             raise ConditionError(
                 f"reads {var.upper()}, which is NULL on {event.value}; use {use} instead"
             )
-
-
-def _row_refs(select: Any) -> Iterator[tuple[str, str | None]]:
-    """(variable, column) for every NEW/OLD reference; column None for a whole-row reference."""
-    for node in _walk(select):
-        fields: Any = node.fields if isinstance(node, ast.ColumnRef) else ()
-        if not fields or not isinstance(fields[0], ast.String) or fields[0].sval not in ("new", "old"):
-            continue
-        column = fields[1] if len(fields) >= 2 else None
-        yield str(fields[0].sval), str(column.sval) if isinstance(column, ast.String) else None
-
-
-def _is_deterministic(expression: Any) -> bool:
-    for node in _walk(expression):
-        if not isinstance(node, _DETERMINISTIC_NODES):
-            return False
-        if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
-            type_names: Any = node.typeName.names if node.typeName else ()
-            type_name = type_names[-1] if type_names else None
-            if isinstance(type_name, ast.String) and type_name.sval in _CLOCK_TYPES:
-                return False
-    return True
-
-
-def _deparse(node: ast.Node) -> str:
-    return str(RawStream()(node))

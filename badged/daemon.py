@@ -59,8 +59,9 @@ from badged.health import Health, HealthServer
 from badged.listen import Subscription
 from badged.logs import get_logger
 from badged.metrics import Metrics
+from badged.plan import Outcome
 from badged.recheck import Drained, RecheckWorker
-from badged.reconcile import Outcome, reconcile
+from badged.reconcile import reconcile
 from badged.settings import Settings
 from badged.sinks import Sink
 from badged.sources import Source
@@ -350,7 +351,7 @@ class Daemon:
         self.metrics.reconcile_total.labels("changed" if outcome.applied else "in_sync").inc()
         for step in outcome.plan.steps:
             self.metrics.changes_applied.labels(step.action.value, step.kind).inc()
-            if step.reason.startswith(("drifted", "missing")):
+            if step.cause.repairs:
                 self.metrics.drift_repaired.inc()
         self.metrics.last_success.set(time.time())
         self.health.set(True, f"in sync with {self.source.description} ({outcome.badges} badges)")

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from badged.errors import PermanentError
 from badged.events import AwardEvent, Position
-from badged.own_schema import AWARD_TABLE, BADGE_TABLE, GROUP_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, tables_exist
 from badged.settings import Settings
 
 Statement = tuple[sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any]]
@@ -81,8 +81,7 @@ class EventStatements:
     # -- the session's start -------------------------------------------------------------
 
     def tables_exist(self) -> Statement:
-        return (sql.SQL("SELECT pg_catalog.to_regclass(%s) IS NOT NULL, pg_catalog.to_regclass(%s) IS NOT NULL"),
-                (f"{self.settings.schema}.{AWARD_TABLE}", f"{self.settings.schema}.{GROUP_TABLE}"))
+        return tables_exist(self.settings, AWARD_TABLE, GROUP_TABLE)
 
     def require_tables(self, row: tuple[Any, ...] | None, group: str | None) -> None:
         """Raise a PermanentError naming the fix when *row* (``tables_exist``'s) says they are missing."""

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from badged.errors import ConfigError
 from badged.logs import get_logger
 from badged.metrics import Metrics
+from badged.settings import parse_address
 
 log = get_logger("badged.health")
 
@@ -62,14 +63,6 @@ class Health:
         if not failing:
             return ready, reason
         return False, "; ".join(failing if ready else [reason, *failing])
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``:8080``, ``0.0.0.0:8080``, ``127.0.0.1:0`` or ``[::1]:8080`` → (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--http {address!r} must look like :8080 or 127.0.0.1:8080 (or be empty to disable)")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - a sidecar's probes come from the kubelet
 
 
 class HealthServer:

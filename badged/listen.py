@@ -47,12 +47,11 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from badged import event_sql
 from badged.backoff import Backoff
 from badged.db import connect, connect_async, sever
 from badged.db_errors import temporary_or_raise
 from badged.errors import BadgedError, ConfigError, ConnectionFailed, PermanentError
-from badged.event_sql import EventStatements
+from badged.event_sql import CURRENT_SNAPSHOT, LISTEN_UNHEARD, NOTIFY, EventStatements, listen, probe_channel, unlisten
 from badged.events import AwardEvent, Position
 from badged.logs import get_logger
 from badged.settings import Settings
@@ -203,7 +202,7 @@ class Subscription:
         with self._connect() as work, self._connect() as bell:
             self._sql.require_tables(work.execute(*self._sql.tables_exist()).fetchone(), self.group)
             self._probe_listen(work, bell)
-            bell.execute(event_sql.listen(self.settings.channel))
+            bell.execute(listen(self.settings.channel))
             if self.group is not None:
                 work.execute(*self._sql.create_group(self.group, self._start_position(work)))
             elif self._position is None:
@@ -269,7 +268,7 @@ class Subscription:
         return upto, self._sql.read_batch(rows)
 
     def _current_snapshot(self, work: psycopg.Connection[Any]) -> str:
-        row = work.execute(event_sql.CURRENT_SNAPSHOT).fetchone()
+        row = work.execute(CURRENT_SNAPSHOT).fetchone()
         assert row is not None
         return str(row[0])
 
@@ -280,9 +279,9 @@ class Subscription:
     def _probe_listen(self, work: psycopg.Connection[Any], bell: psycopg.Connection[Any]) -> None:
         """Prove the doorbell rings, on a private channel (listeners of the public one parse its payloads as
         JSON): a transaction-mode pooler silently drops LISTEN. Done before LISTEN on the public channel."""
-        channel = event_sql.probe_channel()
-        bell.execute(event_sql.listen(channel))
-        work.execute(event_sql.NOTIFY, (channel,))
+        channel = probe_channel()
+        bell.execute(listen(channel))
+        work.execute(NOTIFY, (channel,))
         heard = False
         with contextlib.closing(bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S)) as notes:
             for note in notes:
@@ -290,8 +289,8 @@ class Subscription:
                     heard = True
                     break
         if not heard:
-            raise PermanentError(event_sql.LISTEN_UNHEARD)
-        bell.execute(event_sql.unlisten(channel))
+            raise PermanentError(LISTEN_UNHEARD)
+        bell.execute(unlisten(channel))
 
     # -- the async iterator ---------------------------------------------------------------
 
@@ -320,7 +319,7 @@ class Subscription:
             cursor = await work.execute(*self._sql.tables_exist())
             self._sql.require_tables(await cursor.fetchone(), self.group)
             await self._async_probe_listen(work, bell)
-            await bell.execute(event_sql.listen(self.settings.channel))
+            await bell.execute(listen(self.settings.channel))
             if self.group is not None:
                 await work.execute(*self._sql.create_group(self.group, await self._async_start_position(work)))
             elif self._position is None:
@@ -402,7 +401,7 @@ class Subscription:
         return upto, self._sql.read_batch(await cursor.fetchall())
 
     async def _async_current_snapshot(self, work: psycopg.AsyncConnection[Any]) -> str:
-        row = await (await work.execute(event_sql.CURRENT_SNAPSHOT)).fetchone()
+        row = await (await work.execute(CURRENT_SNAPSHOT)).fetchone()
         assert row is not None
         return str(row[0])
 
@@ -412,9 +411,9 @@ class Subscription:
 
     async def _async_probe_listen(self, work: psycopg.AsyncConnection[Any],
                                   bell: psycopg.AsyncConnection[Any]) -> None:
-        channel = event_sql.probe_channel()
-        await bell.execute(event_sql.listen(channel))
-        await work.execute(event_sql.NOTIFY, (channel,))
+        channel = probe_channel()
+        await bell.execute(listen(channel))
+        await work.execute(NOTIFY, (channel,))
         heard = False
         # closed at once when left early: until then it holds the connection's lock, and UNLISTEN would wait
         async with contextlib.aclosing(bell.notifies(timeout=LISTEN_PROBE_TIMEOUT_S)) as notes:
@@ -423,8 +422,8 @@ class Subscription:
                     heard = True
                     break
         if not heard:
-            raise PermanentError(event_sql.LISTEN_UNHEARD)
-        await bell.execute(event_sql.unlisten(channel))
+            raise PermanentError(LISTEN_UNHEARD)
+        await bell.execute(unlisten(channel))
 
 
 def subscribe(dsn: str, *, group: str | None = None, since: int | None = None, settings: Settings | None = None,

@@ -11,6 +11,8 @@ import hashlib
 
 from psycopg import sql
 
+#: A statement badged runs: always composed with psycopg.sql, never a string (nothing can be pasted into it).
+Statement = sql.SQL | sql.Composed
 #: Stamped into every object comment so people (and badged) can tell what made it.
 COMMENT_MARK = "managed by badged"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from badged.condition import Event
-from badged.marks import comment_for, fingerprint, text
+from badged.marks import Statement, comment_for, fingerprint, text
 from badged.own_schema import BadgeRow
 
 # pg_trigger.tgtype bits (src/include/catalog/pg_trigger.h)
@@ -143,7 +143,7 @@ class FunctionDef:
     def qualified(self) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
 
-    def create(self) -> list[sql.Composable]:
+    def create(self) -> list[Statement]:
         tag = _dollar_tag(self.body)
         return [
             sql.SQL(
@@ -163,7 +163,7 @@ class FunctionDef:
             sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(self.qualified, sql.Literal(self.comment)),
         ]
 
-    def drop(self) -> list[sql.Composable]:
+    def drop(self) -> list[Statement]:
         return [sql.SQL("DROP FUNCTION {}()").format(self.qualified)]
 
 
@@ -208,7 +208,7 @@ class TriggerDef:
         # No badge list: adding a badge to a table changes its function, never its trigger.
         return comment_for((), self.digest)
 
-    def create(self) -> list[sql.Composable]:
+    def create(self) -> list[Statement]:
         return [
             self.definition,
             sql.SQL("COMMENT ON TRIGGER {} ON {} IS {}").format(
@@ -216,7 +216,7 @@ class TriggerDef:
             ),
         ]
 
-    def drop(self) -> list[sql.Composable]:
+    def drop(self) -> list[Statement]:
         return [drop_trigger(self.name, self.table)]
 
 

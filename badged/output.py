@@ -6,8 +6,7 @@ import json
 import textwrap
 from typing import Any
 
-from badged.plan import Action, Plan, Step
-from badged.reconcile import Outcome
+from badged.plan import Action, Outcome, Plan, Step
 
 
 def plan_text(plan: Plan, *, badges: int, show_sql: bool = True) -> str:
@@ -18,7 +17,7 @@ def plan_text(plan: Plan, *, badges: int, show_sql: bool = True) -> str:
     for step in plan.steps:
         lines.append(_step_line(step))
         if show_sql:
-            for statement in step.statements:
+            for statement in step.sql:
                 lines.append(textwrap.indent(statement.rstrip() + ";", "      "))
             lines.append("")
     return "\n".join(lines).rstrip()
@@ -57,7 +56,7 @@ def _plan_dict(plan: Plan, badges: int) -> dict[str, Any]:
                 "name": step.name,
                 "badges": list(step.badges),
                 "reason": step.reason,
-                "sql": list(step.statements),
+                "sql": list(step.sql),
             }
             for step in plan.steps
         ],

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from badged.marks import COMMENT_MARK
+from badged.marks import COMMENT_MARK, Statement
 from badged.settings import Settings
 
 #: awards: one row per (badge, user), stamped with the awarding transaction's id
@@ -40,114 +40,102 @@ class BadgeRow:
     user_field: str
 
 
-def schema_exists(settings: Settings) -> tuple[sql.SQL, tuple[str]]:
-    """Does badged's schema exist (a statement and its parameters)."""
-    return sql.SQL("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)"), (settings.schema,)
+def tables_exist(settings: Settings, *tables: str) -> tuple[sql.Composed, tuple[str, ...]]:
+    """Whether each of badged's *tables* exists (one boolean column each): a statement and its parameters."""
+    checks = sql.SQL(", ").join(sql.SQL("pg_catalog.to_regclass(%s) IS NOT NULL") for _ in tables)
+    return sql.SQL("SELECT {}").format(checks), tuple(f"{settings.schema}.{table}" for table in tables)
 
 
-def render_bootstrap(settings: Settings) -> dict[str, list[sql.Composable]]:
+#: each table's columns and constraints (its CREATE TABLE's body) and, where it helps a reader of the catalog, its
+#: COMMENT; the award table also has indexes (``render_bootstrap``)
+_TABLES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    AWARD_TABLE: ((
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "badge text NOT NULL",
+        "user_id text NOT NULL",
+        "awarded_at timestamptz NOT NULL DEFAULT now()",
+        "txid xid8 NOT NULL DEFAULT pg_current_xact_id()",
+        "UNIQUE (badge, user_id)",
+    ), None),
+    GROUP_TABLE: ((
+        "name text PRIMARY KEY",
+        "snapshot pg_snapshot NOT NULL",
+        "upto pg_snapshot",
+        "after_txid xid8 NOT NULL DEFAULT '0'",
+        "after_id bigint NOT NULL DEFAULT 0",
+        "min_id bigint NOT NULL DEFAULT 0",
+        "delivered bigint NOT NULL DEFAULT 0",
+        "updated_at timestamptz NOT NULL DEFAULT now()",
+    ), "positions of durable listener groups: every award visible in snapshot has been delivered, plus those "
+       "visible in upto up to (after_txid, after_id)"),
+    RECHECK_TABLE: ((
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "trigger_table text NOT NULL",
+        "event text NOT NULL",
+        "user_id text NOT NULL",
+        "badges text[] NOT NULL",
+        "new_row text",
+        "old_row text",
+        "created_at timestamptz NOT NULL DEFAULT now()",
+        "attempts integer NOT NULL DEFAULT 0",
+    ), "badge checks a trigger could not decide alone (another transaction was checking the same user, or an "
+       "older snapshot); badged run finishes them"),
+    PARKED_TABLE: ((
+        "group_name text NOT NULL",
+        "award_id bigint NOT NULL",
+        "sink text NOT NULL",
+        "status integer",
+        "reason text NOT NULL",
+        "response text",
+        "attempts integer NOT NULL DEFAULT 1",
+        "parked_at timestamptz NOT NULL DEFAULT now()",
+        "replay_requested_at timestamptz",
+        "PRIMARY KEY (group_name, award_id)",
+    ), "badge-earned events a sink refused for good (a 4xx, a redirect); `badged events replay` asks the running "
+       "sink to send them again"),
+    BADGE_TABLE: ((
+        "code text PRIMARY KEY",
+        "name text NOT NULL",
+        "trigger_table text NOT NULL",
+        "trigger_condition text NOT NULL",
+        "condition text NOT NULL",
+        "user_field text NOT NULL",
+        "updated_at timestamptz NOT NULL DEFAULT now()",
+        "removed_at timestamptz",
+    ), None),
+}
+
+
+def render_bootstrap(settings: Settings) -> dict[str, list[Statement]]:
     """badged's own schema and tables, keyed by the object they create."""
     schema = sql.Identifier(settings.schema)
-    award = sql.SQL("{}.{}").format(schema, sql.Identifier(AWARD_TABLE))
-    badge = sql.SQL("{}.{}").format(schema, sql.Identifier(BADGE_TABLE))
-    return {
+    award = sql.Identifier(settings.schema, AWARD_TABLE)
+    statements: dict[str, list[Statement]] = {
         "schema": [
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema),
             sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                 schema, sql.Literal(f"{COMMENT_MARK}: awards and trigger functions")
             ),
         ],
-        AWARD_TABLE: [
-            sql.SQL(
-                "CREATE TABLE {award} (\n"
-                "    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
-                "    badge text NOT NULL,\n"
-                "    user_id text NOT NULL,\n"
-                "    awarded_at timestamptz NOT NULL DEFAULT now(),\n"
-                "    txid xid8 NOT NULL DEFAULT pg_current_xact_id(),\n"
-                "    UNIQUE (badge, user_id)\n"
-                ")"
-            ).format(award=award),
-            sql.SQL("CREATE INDEX ON {} (user_id)").format(award),
-            # Listeners read awards in commit order: the awarding transaction's id lets them
-            # tell "committed since my last read" exactly (pg_visible_in_snapshot).
-            sql.SQL("CREATE INDEX ON {} (txid, id)").format(award),
-        ],
-        GROUP_TABLE: [
-            sql.SQL(
-                "CREATE TABLE {group} (\n"
-                "    name text PRIMARY KEY,\n"
-                "    snapshot pg_snapshot NOT NULL,\n"
-                "    upto pg_snapshot,\n"
-                "    after_txid xid8 NOT NULL DEFAULT '0',\n"
-                "    after_id bigint NOT NULL DEFAULT 0,\n"
-                "    min_id bigint NOT NULL DEFAULT 0,\n"
-                "    delivered bigint NOT NULL DEFAULT 0,\n"
-                "    updated_at timestamptz NOT NULL DEFAULT now()\n"
-                ")"
-            ).format(group=sql.SQL("{}.{}").format(schema, sql.Identifier(GROUP_TABLE))),
-            sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
-                schema, sql.Identifier(GROUP_TABLE),
-                sql.Literal("positions of durable listener groups: every award visible in snapshot has been "
-                            "delivered, plus those visible in upto up to (after_txid, after_id)"),
-            ),
-        ],
-        RECHECK_TABLE: [
-            sql.SQL(
-                "CREATE TABLE {recheck} (\n"
-                "    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
-                "    trigger_table text NOT NULL,\n"
-                "    event text NOT NULL,\n"
-                "    user_id text NOT NULL,\n"
-                "    badges text[] NOT NULL,\n"
-                "    new_row text,\n"
-                "    old_row text,\n"
-                "    created_at timestamptz NOT NULL DEFAULT now(),\n"
-                "    attempts integer NOT NULL DEFAULT 0\n"
-                ")"
-            ).format(recheck=sql.SQL("{}.{}").format(schema, sql.Identifier(RECHECK_TABLE))),
-            sql.SQL("COMMENT ON TABLE {}.{} IS {}").format(
-                schema, sql.Identifier(RECHECK_TABLE),
-                sql.Literal("badge checks a trigger could not decide alone (another transaction was checking the "
-                            "same user, or an older snapshot); badged run finishes them"),
-            ),
-        ],
-        PARKED_TABLE: [
-            sql.SQL(
-                "CREATE TABLE {parked} (\n"
-                "    group_name text NOT NULL,\n"
-                "    award_id bigint NOT NULL,\n"
-                "    sink text NOT NULL,\n"
-                "    status integer,\n"
-                "    reason text NOT NULL,\n"
-                "    response text,\n"
-                "    attempts integer NOT NULL DEFAULT 1,\n"
-                "    parked_at timestamptz NOT NULL DEFAULT now(),\n"
-                "    replay_requested_at timestamptz,\n"
-                "    PRIMARY KEY (group_name, award_id)\n"
-                ")"
-            ).format(parked=sql.Identifier(settings.schema, PARKED_TABLE)),
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                sql.Identifier(settings.schema, PARKED_TABLE),
-                sql.Literal("badge-earned events a sink refused for good (a 4xx, a redirect); "
-                            "`badged events replay` asks the running sink to send them again"),
-            ),
-        ],
-        BADGE_TABLE: [
-            sql.SQL(
-                "CREATE TABLE {badge} (\n"
-                "    code text PRIMARY KEY,\n"
-                "    name text NOT NULL,\n"
-                "    trigger_table text NOT NULL,\n"
-                "    trigger_condition text NOT NULL,\n"
-                "    condition text NOT NULL,\n"
-                "    user_field text NOT NULL,\n"
-                "    updated_at timestamptz NOT NULL DEFAULT now(),\n"
-                "    removed_at timestamptz\n"
-                ")"
-            ).format(badge=badge),
-        ],
     }
+    for table, (columns, comment) in _TABLES.items():
+        statements[table] = _create_table(sql.Identifier(settings.schema, table), columns, comment)
+    statements[AWARD_TABLE] += [
+        sql.SQL("CREATE INDEX ON {} (user_id)").format(award),
+        # Listeners read awards in commit order: the awarding transaction's id lets them
+        # tell "committed since my last read" exactly (pg_visible_in_snapshot).
+        sql.SQL("CREATE INDEX ON {} (txid, id)").format(award),
+    ]
+    return statements
+
+
+def _create_table(name: sql.Identifier, columns: tuple[str, ...], comment: str | None) -> list[Statement]:
+    # the column definitions are constants of this module, never input: they are SQL as written
+    body = sql.SQL(",\n").join(sql.SQL("    " + column) for column in columns)
+    create: list[Statement] = [sql.SQL("CREATE TABLE {} (\n{}\n)").format(name, body)]
+    if comment is not None:
+        create.append(sql.SQL("COMMENT ON TABLE {} IS {}").format(name, sql.Literal(comment)))
+    return create
 
 
 def upsert_badge_row(settings: Settings, row: BadgeRow) -> sql.Composed:
@@ -158,7 +146,7 @@ def upsert_badge_row(settings: Settings, row: BadgeRow) -> sql.Composed:
         "    trigger_condition = EXCLUDED.trigger_condition, condition = EXCLUDED.condition,\n"
         "    user_field = EXCLUDED.user_field, updated_at = pg_catalog.now(), removed_at = NULL"
     ).format(
-        table=sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(BADGE_TABLE)),
+        table=sql.Identifier(settings.schema, BADGE_TABLE),
         code=sql.Literal(row.code),
         name=sql.Literal(row.name),
         trigger_table=sql.Literal(row.trigger_table),

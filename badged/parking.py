@@ -20,7 +20,7 @@ from psycopg import sql
 
 from badged.event_sql import Statement
 from badged.events import AwardEvent
-from badged.own_schema import AWARD_TABLE, BADGE_TABLE, PARKED_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE, PARKED_TABLE, tables_exist
 from badged.settings import Settings
 from badged.sinks import Delivery
 
@@ -56,9 +56,10 @@ class ParkingStatements:
         self._award = sql.Identifier(settings.schema, AWARD_TABLE)
         self._badge = sql.Identifier(settings.schema, BADGE_TABLE)
         self.table_name = f"{settings.schema}.{PARKED_TABLE}"
+        self._settings = settings
 
     def table_exists(self) -> Statement:
-        return sql.SQL("SELECT pg_catalog.to_regclass(%s) IS NOT NULL"), (self.table_name,)
+        return tables_exist(self._settings, PARKED_TABLE)
 
     def park(self, group: str, sink: str, award_id: int, delivery: Delivery) -> Statement:
         """Keep *award_id* parked for *group*; parked again, it counts one more attempt and its replay is done."""

@@ -18,7 +18,7 @@ from enum import StrEnum
 from psycopg import sql
 
 from badged.errors import DatabaseMismatch, Problem
-from badged.marks import COMMENT_MARK, comment_for, fingerprint, parse_comment, text
+from badged.marks import COMMENT_MARK, Statement, comment_for, fingerprint, parse_comment, text
 from badged.objects import (
     TRIGGER_EVENT_BITS,
     TRIGGER_ROW,
@@ -32,17 +32,16 @@ from badged.objects import (
     drop_trigger,
 )
 from badged.own_schema import (
-    AWARD_TABLE,
-    BADGE_TABLE,
-    GROUP_TABLE,
-    PARKED_TABLE,
-    RECHECK_TABLE,
+    OWN_TABLES,
     BadgeRow,
     render_bootstrap,
     retire_badge_row,
     upsert_badge_row,
 )
 from badged.settings import Settings
+
+#: how ``function_drift`` and ``trigger_drift`` begin a reason that is a change made by hand
+DRIFTED = "drifted: "
 
 
 class Action(StrEnum):
@@ -55,22 +54,62 @@ class Action(StrEnum):
         return {"create": "+", "replace": "~", "drop": "-"}[self.value]
 
 
+class ObjectKind(StrEnum):
+    SCHEMA = "schema"
+    TABLE = "table"
+    FUNCTION = "function"
+    TRIGGER = "trigger"
+    #: a row of badged's badge registry
+    BADGE = "badge"
+
+
+class Cause(StrEnum):
+    """Why a step exists: what metrics and ``status`` read (``reason`` is for people)."""
+
+    #: badged's own schema or table is not there yet
+    SETUP = "setup"
+    #: a badge is new in badge.json
+    NEW = "new"
+    #: a badge's entry in badge.json changed (or a badge was added to or removed from a shared object)
+    CHANGED = "changed"
+    #: the registry row of a badge that had been removed is back
+    RESTORED = "restored"
+    #: a badge left badge.json
+    REMOVED = "removed"
+    #: a badge moved to another object (its table's trigger function)
+    MOVED = "moved"
+    #: this version of badged renders the same badge.json differently
+    REWRITTEN = "rewritten"
+    #: changed by hand (body, search_path, rights, a disabled trigger, ...): repaired
+    DRIFTED = "drifted"
+    #: dropped by hand while its function stays: repaired
+    MISSING = "missing"
+
+    @property
+    def repairs(self) -> bool:
+        """Whether the step undoes a change made by hand (``badged_drift_repaired_total``, ``status``)."""
+        return self in (Cause.DRIFTED, Cause.MISSING)
+
+
 @dataclass(frozen=True)
 class Step:
     """One change: an object, what happens to it and why, and the SQL that does it."""
 
     action: Action
-    kind: str
+    kind: ObjectKind
     name: str
+    cause: Cause
+    #: the cause in words, for people
     reason: str
-    statements: tuple[str, ...]
+    statements: tuple[Statement, ...]
     #: the badges this change is for (a table's function serves several; a new badge
     #: in it replaces the function "for" that badge only)
     badges: tuple[str, ...] = ()
 
     @property
-    def is_ddl(self) -> bool:
-        return self.kind != "badge"
+    def sql(self) -> tuple[str, ...]:
+        """The statements as text, for people (``apply`` executes the composed statements)."""
+        return tuple(text(statement) for statement in self.statements)
 
 
 @dataclass(frozen=True)
@@ -93,7 +132,7 @@ class Plan:
 
     @property
     def _first_trigger_step(self) -> int:
-        return next((i for i, step in enumerate(self.steps) if step.kind == "trigger"), len(self.steps))
+        return next((i for i, step in enumerate(self.steps) if step.kind is ObjectKind.TRIGGER), len(self.steps))
 
     def count(self, action: Action) -> int:
         return sum(1 for step in self.steps if step.action is action)
@@ -104,6 +143,17 @@ class Plan:
             f"{self.count(Action.CREATE)} to create, {self.count(Action.REPLACE)} to replace, "
             f"{self.count(Action.DROP)} to drop"
         )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile pass found and did (made by ``reconcile``, shown by ``output``)."""
+
+    plan: Plan
+    applied: bool
+    statements: int
+    seconds: float
+    badges: int
 
 
 def diff(desired: Desired, catalog: Catalog, settings: Settings) -> Plan:
@@ -132,7 +182,7 @@ def _changed_badges(desired: Desired, catalog: Catalog) -> frozenset[str]:
 
 
 def _why_rewritten(wanted: tuple[str, ...], comment: str | None, changed: frozenset[str]
-                   ) -> tuple[str, tuple[str, ...]]:
+                   ) -> tuple[Cause, str, tuple[str, ...]]:
     """Reason and badges for replacing an object badged wrote, from what its comment says it served."""
     served = (parse_comment(comment) or ((), ""))[0]
     added = [code for code in wanted if code not in served]
@@ -146,12 +196,13 @@ def _why_rewritten(wanted: tuple[str, ...], comment: str | None, changed: frozen
     if removed:
         parts.append("badge removed from badge.json: " + ", ".join(removed))
     if not parts:
-        return "rendered differently by this version of badged", wanted
-    return "; ".join(parts), (*added, *edited, *removed)
+        return Cause.REWRITTEN, "rendered differently by this version of badged", wanted
+    cause = Cause.NEW if added and not (edited or removed) else Cause.CHANGED
+    return cause, "; ".join(parts), (*added, *edited, *removed)
 
 
-def _sql(*statements: sql.Composable) -> tuple[str, ...]:
-    return tuple(text(statement) for statement in statements)
+def _sql(*statements: Statement) -> tuple[Statement, ...]:
+    return statements
 
 
 def _refuse_foreign_conflicts(desired: Desired, catalog: Catalog) -> None:
@@ -174,11 +225,11 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     bootstrap = render_bootstrap(settings)
     steps = []
     if not catalog.schema_exists:
-        steps.append(Step(Action.CREATE, "schema", settings.schema, "badged's schema is missing",
+        steps.append(Step(Action.CREATE, ObjectKind.SCHEMA, settings.schema, Cause.SETUP, "badged's schema is missing",
                           _sql(*bootstrap["schema"])))
-    for table in (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE, PARKED_TABLE):
+    for table in OWN_TABLES:
         if table not in catalog.tables:
-            steps.append(Step(Action.CREATE, "table", f"{settings.schema}.{table}",
+            steps.append(Step(Action.CREATE, ObjectKind.TABLE, f"{settings.schema}.{table}", Cause.SETUP,
                               f"badged's {table} table is missing", _sql(*bootstrap[table])))
     return steps
 
@@ -190,19 +241,19 @@ def _function_steps(desired: Desired, catalog: Catalog, changed: frozenset[str])
         found = actual.get((function.schema, function.name))
         display = f"{function.schema}.{function.name}"
         if found is None:
-            steps.append(Step(Action.CREATE, "function", display, _new(function.badges), _sql(*function.create()),
-                              function.badges))
+            steps.append(Step(Action.CREATE, ObjectKind.FUNCTION, display, Cause.NEW, _new(function.badges),
+                              _sql(*function.create()), function.badges))
             continue
         drift = function_drift(function, found)
         if drift is None:
             continue
-        reason, badges = (drift, function.badges) if drift.startswith("drifted") else \
+        cause, reason, badges = (Cause.DRIFTED, drift, function.badges) if drift.startswith(DRIFTED) else \
             _why_rewritten(function.badges, found.comment, changed)
         statements = function.create() + revoke_executors(function, found)
         if found.returns != "trigger" or found.language != "plpgsql":
             # CREATE OR REPLACE cannot change the return type or language.
             statements = function.drop() + statements
-        steps.append(Step(Action.REPLACE, "function", display, reason, _sql(*statements), badges))
+        steps.append(Step(Action.REPLACE, ObjectKind.FUNCTION, display, cause, reason, _sql(*statements), badges))
     return steps
 
 
@@ -210,7 +261,7 @@ def _new(badges: tuple[str, ...]) -> str:
     return ("new badge " if len(badges) == 1 else "new badges ") + ", ".join(badges)
 
 
-def revoke_executors(desired: FunctionDef, actual: ActualFunction) -> list[sql.Composable]:
+def revoke_executors(desired: FunctionDef, actual: ActualFunction) -> list[Statement]:
     """Take EXECUTE back from every role granted it by hand (``create`` revokes it from PUBLIC)."""
     roles = [role for role in actual.executors if role != "PUBLIC"]
     if not roles:
@@ -241,7 +292,7 @@ def function_drift(desired: FunctionDef, actual: ActualFunction) -> str | None:
                                                                        desired.comment)
     if rewritten and _written_by_badged(actual) and actual.security_definer and actual.language == "plpgsql":
         return "badge.json changed"
-    return "drifted: " + "; ".join(differences)
+    return DRIFTED + "; ".join(differences)
 
 
 def _written_by_badged(actual: ActualFunction) -> bool:
@@ -266,39 +317,43 @@ def _trigger_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) 
         # a table's trigger names no badges: its function's comment does
         served_by = next((f.comment for f in catalog.functions
                           if (f.schema, f.name) == (found.function_schema, found.function_name)), None)
-        reason, badges = _why_dropped(found.comment if "badge=" in (found.comment or "") else served_by, desired)
-        steps.append(Step(Action.DROP, "trigger", _trigger_display(found.name, found.table.display), reason,
-                          _sql(drop_trigger(found.name, found.table)), badges))
+        cause, reason, badges = _why_dropped(found.comment if "badge=" in (found.comment or "") else served_by,
+                                             desired)
+        steps.append(Step(Action.DROP, ObjectKind.TRIGGER, _trigger_display(found.name, found.table.display), cause,
+                          reason, _sql(drop_trigger(found.name, found.table)), badges))
     for key, trigger in wanted.items():
         display = _trigger_display(trigger.name, trigger.table.display)
         existing = actual.get(key)
         if existing is None:
             function_key = (trigger.function.schema, trigger.function.name)
-            why = "missing: dropped outside badged" if function_key in existing_functions else _new(trigger.badges)
-            steps.append(Step(Action.CREATE, "trigger", display, why, _sql(*trigger.create()), trigger.badges))
+            cause, why = ((Cause.MISSING, "missing: dropped outside badged") if function_key in existing_functions
+                          else (Cause.NEW, _new(trigger.badges)))
+            steps.append(Step(Action.CREATE, ObjectKind.TRIGGER, display, cause, why, _sql(*trigger.create()),
+                              trigger.badges))
             continue
         drift = trigger_drift(trigger, existing)
         if drift is None:
             continue
         edited = tuple(code for code in trigger.badges if code in changed)
-        if drift.startswith("drifted"):
-            reason, badges = drift, trigger.badges
+        if drift.startswith(DRIFTED):
+            cause, reason, badges = Cause.DRIFTED, drift, trigger.badges
         elif edited:
-            reason, badges = "badge changed in badge.json: " + ", ".join(edited), edited
+            cause, reason, badges = Cause.CHANGED, "badge changed in badge.json: " + ", ".join(edited), edited
         else:
-            reason, badges = "rendered differently by this version of badged", trigger.badges
-        steps.append(Step(Action.REPLACE, "trigger", display, reason, _sql(*trigger.drop(), *trigger.create()),
-                          badges))
+            cause, reason, badges = Cause.REWRITTEN, "rendered differently by this version of badged", trigger.badges
+        steps.append(Step(Action.REPLACE, ObjectKind.TRIGGER, display, cause, reason,
+                          _sql(*trigger.drop(), *trigger.create()), badges))
     return steps
 
 
-def _why_dropped(comment: str | None, desired: Desired) -> tuple[str, tuple[str, ...]]:
+def _why_dropped(comment: str | None, desired: Desired) -> tuple[Cause, str, tuple[str, ...]]:
     """Why an object badged wrote is no longer wanted: its badges are gone, or moved to another object."""
     served = (parse_comment(comment) or ((), ""))[0]
     still = {code for function in desired.functions for code in function.badges}
     if served and all(code in still for code in served):
-        return "its badges are now checked by their table's trigger function", served
-    return "badge removed from badge.json", tuple(code for code in served if code not in still) or served
+        return Cause.MOVED, "its badges are now checked by their table's trigger function", served
+    return (Cause.REMOVED, "badge removed from badge.json",
+            tuple(code for code in served if code not in still) or served)
 
 
 def trigger_drift(desired: TriggerDef, actual: ActualTrigger) -> str | None:
@@ -313,7 +368,7 @@ def trigger_drift(desired: TriggerDef, actual: ActualTrigger) -> str | None:
     if actual.tgtype != TRIGGER_ROW | TRIGGER_EVENT_BITS[desired.event.value]:
         differences.append("trigger events or timing changed")
     if differences:
-        return "drifted: " + "; ".join(differences)
+        return DRIFTED + "; ".join(differences)
     if actual.comment == desired.comment:
         if set(actual.columns) != set(desired.columns) or actual.has_when != (desired.when is not None):
             return "drifted: trigger's UPDATE OF or WHEN changed"
@@ -329,9 +384,10 @@ def _orphan_function_steps(desired: Desired, catalog: Catalog) -> list[Step]:
     for found in catalog.functions:
         if (found.schema, found.name) in wanted:
             continue
-        reason, badges = _why_dropped(found.comment, desired)
-        drop = sql.SQL("DROP FUNCTION {}.{}()").format(sql.Identifier(found.schema), sql.Identifier(found.name))
-        steps.append(Step(Action.DROP, "function", f"{found.schema}.{found.name}", reason, _sql(drop), badges))
+        cause, reason, badges = _why_dropped(found.comment, desired)
+        drop = sql.SQL("DROP FUNCTION {}()").format(sql.Identifier(found.schema, found.name))
+        steps.append(Step(Action.DROP, ObjectKind.FUNCTION, f"{found.schema}.{found.name}", cause, reason, _sql(drop),
+                          badges))
     return steps
 
 
@@ -343,13 +399,16 @@ def _badge_row_steps(desired: Desired, catalog: Catalog, settings: Settings) -> 
         if found is not None and not found.removed and _same_row(row, found):
             continue
         action = Action.CREATE if found is None or found.removed else Action.REPLACE
-        reason = "new badge" if found is None else ("badge restored" if found.removed else "badge changed")
-        steps.append(Step(action, "badge", row.code, reason, _sql(upsert_badge_row(settings, row)), (row.code,)))
+        cause, reason = ((Cause.NEW, "new badge") if found is None else
+                         (Cause.RESTORED, "badge restored") if found.removed else (Cause.CHANGED, "badge changed"))
+        steps.append(Step(action, ObjectKind.BADGE, row.code, cause, reason, _sql(upsert_badge_row(settings, row)),
+                          (row.code,)))
     wanted = {row.code for row in desired.badges}
     for code, found in actual.items():
         if code not in wanted and not found.removed:
-            steps.append(Step(Action.DROP, "badge", code, "badge removed from badge.json (its awards stay)",
-                              _sql(retire_badge_row(settings, code)), (code,)))
+            steps.append(Step(Action.DROP, ObjectKind.BADGE, code, Cause.REMOVED,
+                              "badge removed from badge.json (its awards stay)", _sql(retire_badge_row(settings, code)),
+                              (code,)))
     return steps
 
 

@@ -36,8 +36,10 @@ from psycopg.rows import dict_row
 from badged.awarding import award_statement, held_statement
 from badged.backoff import Backoff
 from badged.catalog import read_routines, resolve_tables
+from badged.db_errors import message_of
 from badged.errors import BadgedError, ConnectionFailed
-from badged.function_body import function_search_path, needs_function_lock
+from badged.function_context import function_search_path
+from badged.function_keys import needs_function_lock
 from badged.locks import try_function_lock, try_user_lock
 from badged.logs import get_logger
 from badged.objects import Table
@@ -231,7 +233,7 @@ def _evaluate(conn: psycopg.Connection[Any], entry: _Entry, wanted: list[tuple[B
         except psycopg.Error as exc:
             failed += 1
             log.warning("recheck.condition_failed", badge=badge.code, table=entry.trigger_table,
-                        error=exc.diag.message_primary or str(exc))
+                        error=message_of(exc))
     return earned, failed
 
 
@@ -297,7 +299,8 @@ class RecheckWorker:
                         self._on_drained(drained)
                 except (BadgedError, psycopg.Error) as exc:
                     delay = backoff.next_delay()
-                    log.warning("recheck.failed", error=str(exc).strip().splitlines()[0], retry_in=round(delay, 2))
+                    error = message_of(exc) if isinstance(exc, psycopg.Error) else str(exc)
+                    log.warning("recheck.failed", error=error, retry_in=round(delay, 2))
                     if isinstance(exc, ConnectionFailed | psycopg.OperationalError) and conn is not None:
                         conn.close()
                         conn = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -20,12 +19,12 @@ from psycopg import sql
 
 from badged.apply import apply_plan
 from badged.catalog import read_catalog, read_names, read_routines, resolve_tables
-from badged.db_errors import translate
+from badged.db_errors import message_of, translate
 from badged.errors import DatabaseMismatch, LockTimeout, Problem
-from badged.function_body import function_search_path
+from badged.function_context import function_search_path
 from badged.logs import get_logger
 from badged.objects import Desired, Table
-from badged.plan import Action, Plan, diff
+from badged.plan import Action, Outcome, Plan, diff
 from badged.qualify import qualify_badges, wanted_names
 from badged.render import render, render_condition_check
 from badged.settings import Settings
@@ -34,17 +33,6 @@ from badged.spec import Badge
 log = get_logger("badged.reconcile")
 
 _CHECK_STATEMENT = "badged_condition_check"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one pass found and did."""
-
-    plan: Plan
-    applied: bool
-    statements: int
-    seconds: float
-    badges: int
 
 
 def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings, *,
@@ -93,12 +81,9 @@ def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings
 
 def try_plan(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> None:
     """Apply *plan* and check what it made, in a savepoint that is always rolled back."""
-    try:
-        with conn.transaction():
-            apply_and_check(conn, desired, plan)
-            raise _RollbackCheck
-    except _RollbackCheck:
-        pass
+    with conn.transaction():
+        apply_and_check(conn, desired, plan)
+        raise psycopg.Rollback  # psycopg rolls the savepoint back and swallows it
 
 
 def apply_and_check(conn: psycopg.Connection[Any], desired: Desired, plan: Plan) -> int:
@@ -300,14 +285,9 @@ def _analysis_error(conn: psycopg.Connection[Any], search_path: tuple[str, ...],
             conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path.as_string(conn),))
             conn.execute(check)
             conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_CHECK_STATEMENT)))
-            raise _RollbackCheck
-    except _RollbackCheck:
-        return None
+            raise psycopg.Rollback  # and with it the SET LOCAL search_path
     except psycopg.OperationalError:
         raise
     except psycopg.Error as exc:
-        return exc.diag.message_primary or str(exc).strip()
-
-
-class _RollbackCheck(Exception):
-    """Raised to roll the savepoint back (and with it the SET LOCAL search_path)."""
+        return message_of(exc)
+    return None

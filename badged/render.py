@@ -24,8 +24,10 @@ import hashlib
 
 from psycopg import sql
 
+from badged.body_sql import changed
 from badged.condition import Event
-from badged.function_body import BodyContext, changed, compile_body, function_search_path
+from badged.function_body import compile_body
+from badged.function_context import BodyContext, function_search_path
 from badged.objects import Column, Desired, FunctionDef, Table, TriggerDef
 from badged.own_schema import BadgeRow
 from badged.routines import UNKNOWN, Routines

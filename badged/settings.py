@@ -192,11 +192,46 @@ def _dsn(value: object) -> SecretStr | None:
                    "(host=db dbname=app); it is not shown, as it may hold a password")
 
 
+#: the key of a ConfigMap that holds badge.json unless ``:KEY`` says otherwise
+DEFAULT_KEY = "badge.json"
+_CONFIGMAP_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+_CONFIGMAP_EXAMPLE = "expected NAMESPACE/NAME[:KEY], e.g. default/badges or default/badges:badge.json"
+
+
+def parse_reference(reference: str) -> tuple[str, str, str]:
+    """``'NAMESPACE/NAME[:KEY]'`` -> (namespace, name, key); ConfigError when malformed."""
+    where = f"--configmap {reference!r}"
+    path, colon, key = reference.strip().partition(":")
+    namespace, slash, name = path.partition("/")
+    if not slash or not namespace or not name:
+        raise ConfigError(f"{where}: {_CONFIGMAP_EXAMPLE}")
+    if not colon:
+        key = DEFAULT_KEY
+    if not _CONFIGMAP_NAMESPACE.fullmatch(namespace):
+        raise ConfigError(f"{where}: namespace {namespace!r} is not a valid Kubernetes namespace "
+                          "(lowercase letters, digits and '-', at most 63); " + _CONFIGMAP_EXAMPLE)
+    if not _CONFIGMAP_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: name {name!r} is not a valid ConfigMap name "
+                          "(lowercase letters, digits, '-' and '.'); " + _CONFIGMAP_EXAMPLE)
+    if not _CONFIGMAP_KEY.fullmatch(key):
+        raise ConfigError(f"{where}: key {key!r} is not a valid ConfigMap key "
+                          "(letters, digits, '-', '_' and '.'); " + _CONFIGMAP_EXAMPLE)
+    return namespace, name, key
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``:8080``, ``0.0.0.0:8080``, ``127.0.0.1:0`` or ``[::1]:8080`` → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--http {address!r} must look like :8080 or 127.0.0.1:8080 (or be empty to disable)")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - a sidecar's probes come from the kubelet
+
+
 def _address(value: object) -> str:
     if value == "":
         return ""
-    from badged.health import parse_address  # the daemon's own parser; imported late (prometheus_client)
-
     try:
         if isinstance(value, str):
             parse_address(value)
@@ -209,8 +244,6 @@ def _address(value: object) -> str:
 def _configmap(value: object) -> str | None:
     if value is None or value == "":
         return None
-    from badged.sources.configmap import parse_reference
-
     if not isinstance(value, str):
         raise _invalid("is not a ConfigMap reference: write NAMESPACE/NAME[:KEY]")
     try:

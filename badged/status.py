@@ -16,8 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from badged.catalog import own_table_exists
 from badged.own_schema import AWARD_TABLE, RECHECK_TABLE
-from badged.plan import Plan, Step
+from badged.plan import Cause, ObjectKind, Plan, Step
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -62,12 +63,12 @@ def badge_statuses(badges: tuple[Badge, ...], plan: Plan, stats: dict[str, Award
 
 
 def _state(steps: list[Step]) -> str:
-    reasons = [step.reason for step in steps if step.kind != "badge"]
+    causes = {step.cause for step in steps if step.kind is not ObjectKind.BADGE}
     if not steps:
         return IN_SYNC
-    if any(r.startswith("drifted") for r in reasons):
+    if Cause.DRIFTED in causes:
         return DRIFTED
-    if any(r.startswith("missing") for r in reasons):
+    if Cause.MISSING in causes:
         return MISSING
     return PENDING
 
@@ -78,9 +79,7 @@ def _describe(step: Step) -> str:
 
 def read_award_stats(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, AwardStats]:
     """Number of awards and the last award time per badge (empty before the first reconcile)."""
-    table = f"{settings.schema}.{AWARD_TABLE}"
-    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    if not row or not row[0]:
+    if not own_table_exists(conn, settings, AWARD_TABLE):
         return {}
     rows = conn.execute(sql.SQL("SELECT badge, count(*), max(awarded_at) FROM {}.{} GROUP BY badge").format(
         sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))).fetchall()
@@ -98,9 +97,7 @@ class Rechecks:
 def read_rechecks(conn: psycopg.Connection[Any], settings: Settings) -> Rechecks:
     from badged.recheck import pending
 
-    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{settings.schema}.{RECHECK_TABLE}",)
-                       ).fetchone()
-    if not row or not row[0]:
+    if not own_table_exists(conn, settings, RECHECK_TABLE):
         return Rechecks(0, None)
     return Rechecks(*pending(conn, settings))
 

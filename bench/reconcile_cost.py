@@ -14,7 +14,8 @@ import time
 import psycopg
 
 from badged.db import connect
-from badged.reconcile import Outcome, reconcile
+from badged.plan import Outcome
+from badged.reconcile import reconcile
 from badged.settings import Settings
 from badged.spec import Badge, parse_badges
 from bench.common import SEED, Row, Scale, create_database, progress

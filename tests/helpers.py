@@ -15,8 +15,9 @@ from badged.db import connect
 from badged.logs import EVENT_ATTR, FIELDS_ATTR
 from badged.names import KnownNames, NameKind
 from badged.objects import Table
+from badged.plan import Outcome
 from badged.qualify import qualify_badges
-from badged.reconcile import Outcome, reconcile
+from badged.reconcile import reconcile
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import Badge, parse_badges

@@ -117,6 +117,32 @@ def test_a_missing_file_is_not_ready_until_it_appears(dsn: str, tmp_path: Path,
     assert daemon.get("/readyz")[0] == 200
 
 
+def test_a_file_written_before_the_watch_is_in_place_is_not_missed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon reads, then its watch starts: a write in between used to wait for the resync (60 s)."""
+    from badged.sources import file
+
+    path = tmp_path / "badge.json"
+    watch = file.awatch
+
+    def watch_after_a_write(*args: Any, **kwargs: Any) -> Any:
+        write_json(path, SEED_BADGES)  # lands after the daemon's read, before inotify watches the directory
+        return watch(*args, **kwargs)
+
+    monkeypatch.setattr(file, "awatch", watch_after_a_write)
+
+    async def first_change() -> None:
+        stop = asyncio.Event()
+        changes = FileSource(path).changes(stop)
+        try:
+            await asyncio.wait_for(anext(changes), 5)
+        finally:
+            stop.set()
+            await changes.aclose()
+
+    asyncio.run(first_change())
+
+
 def test_drift_made_by_hand_is_repaired_by_resync(dsn: str, tmp_path: Path, daemons: list[DaemonProcess]) -> None:
     path = tmp_path / "badge.json"
     write_json(path, SEED_BADGES)

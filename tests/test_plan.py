@@ -118,10 +118,10 @@ def test_identifiers_are_quoted_and_values_are_literals() -> None:
     odd = Table("My Schema", 'Odd"Table', 300, "r", (Column("User Id", "integer"),))
     items = [badge("odd", "true", table='"My Schema"."Odd""Table"', user_field='"User Id"', name="It's odd")]
     desired = render(badges_from(items), {'My Schema.Odd"Table': odd}, SETTINGS)
-    sql = "\n".join(diff(desired, EMPTY, SETTINGS).steps[-1].statements)
+    sql = "\n".join(diff(desired, EMPTY, SETTINGS).steps[-1].sql)
     assert 'ON "My Schema"."Odd""Table"' in sql
     assert "new.\"User Id\"" in desired.functions[0].body
-    assert "'It''s odd'" in "\n".join(diff(desired, EMPTY, SETTINGS).steps[-2].statements)
+    assert "'It''s odd'" in "\n".join(diff(desired, EMPTY, SETTINGS).steps[-2].sql)
 
 
 def test_a_body_containing_the_dollar_tag_gets_another_tag() -> None:
@@ -163,7 +163,7 @@ def test_trigger_drift_reasons(change: dict[str, object], reason: str) -> None:
     (step,) = diff(desired, dataclasses.replace(catalog, triggers=triggers), SETTINGS).steps
     assert (step.action, step.kind, step.badges) == (Action.REPLACE, "trigger", ("star",))
     assert step.reason.startswith(reason)
-    assert step.statements[0].startswith('DROP TRIGGER "badged_public$dummy_sketch$update_of"')
+    assert step.sql[0].startswith('DROP TRIGGER "badged_public$dummy_sketch$update_of"')
 
 
 def test_a_removed_badge_drops_its_trigger_before_its_function() -> None:

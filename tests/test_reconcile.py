@@ -15,8 +15,8 @@ import pytest
 import badged.reconcile
 from badged.db import connect
 from badged.errors import DatabaseMismatch, LockTimeout
-from badged.plan import Action
-from badged.reconcile import Outcome, reconcile
+from badged.plan import Action, Outcome
+from badged.reconcile import reconcile
 from badged.settings import Settings
 from badged.spec import Badge
 from tests.conftest import SEED_BADGES

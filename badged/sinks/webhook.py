@@ -45,11 +45,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from badged import __version__
 from badged.errors import ConfigError
 from badged.events import AwardEvent
 from badged.logs import get_logger
 from badged.sinks import EXCERPT_CHARS, Delivery
+from badged.version import __version__
 
 log = get_logger("badged.sinks.webhook")
 

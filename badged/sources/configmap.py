@@ -32,7 +32,6 @@ import binascii
 import contextlib
 import importlib
 import math
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from badged.backoff import Backoff
 from badged.errors import ConfigError, SourceError
 from badged.logs import get_logger
+from badged.settings import DEFAULT_KEY, parse_reference
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient, Client, SingleConfig
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = get_logger("badged.sources.configmap")
 
-DEFAULT_KEY = "badge.json"
 #: How long one watch request lasts before we end it and watch again from the last resourceVersion.
 WATCH_SECONDS = 300.0
 #: The server is asked to end each watch this much later than we do (``timeoutSeconds``): a backstop.
@@ -56,33 +55,6 @@ SERVER_TIMEOUT_SLACK_S = 30
 BACKOFF_CAP_S = 30.0
 #: Timeout of the synchronous fetch in ``read()`` (it runs on the daemon's event loop).
 FETCH_TIMEOUT_S = 5.0
-
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
-_EXAMPLE = "expected NAMESPACE/NAME[:KEY], e.g. default/badges or default/badges:badge.json"
-
-
-def parse_reference(reference: str) -> tuple[str, str, str]:
-    """``'NAMESPACE/NAME[:KEY]'`` -> (namespace, name, key); ConfigError when malformed."""
-    where = f"--configmap {reference!r}"
-    path, colon, key = reference.strip().partition(":")
-    namespace, slash, name = path.partition("/")
-    if not slash or not namespace or not name:
-        raise ConfigError(f"{where}: {_EXAMPLE}")
-    if not colon:
-        key = DEFAULT_KEY
-    if not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(f"{where}: namespace {namespace!r} is not a valid Kubernetes namespace "
-                          "(lowercase letters, digits and '-', at most 63); " + _EXAMPLE)
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name {name!r} is not a valid ConfigMap name "
-                          "(lowercase letters, digits, '-' and '.'); " + _EXAMPLE)
-    if not _KEY.fullmatch(key):
-        raise ConfigError(f"{where}: key {key!r} is not a valid ConfigMap key "
-                          "(letters, digits, '-', '_' and '.'); " + _EXAMPLE)
-    return namespace, name, key
-
 
 def load_kube_config() -> SingleConfig:
     """In-cluster service account, else ``$KUBECONFIG``, else ``~/.kube/config``; ConfigError if none works."""

@@ -24,6 +24,9 @@ log = get_logger("badged.sources.file")
 
 #: watchfiles batches events over this many ms; the goal is a reconcile within 1 s of a write.
 DEBOUNCE_MS = 50
+#: How often watchfiles' thread wakes without an event (it checks the stop event then; the first wake says the
+#: watch is in place).
+WATCH_READY_MS = 1000
 
 
 class FileSource:
@@ -56,8 +59,14 @@ class FileSource:
                 log.warning("source.directory_missing", directory=str(self.path.parent))
                 await _wait(stop, 1.0)
                 continue
-            async for _ in awatch(*directories, watch_filter=None, debounce=DEBOUNCE_MS, stop_event=stop,
-                                  recursive=False):
+            watching = False
+            # yield_on_timeout: the first (empty) batch proves the inotify watch is in place; one more read then
+            # catches a file written between the daemon's last read and that moment (it used to wait for resync)
+            async for batch in awatch(*directories, watch_filter=None, debounce=DEBOUNCE_MS, stop_event=stop,
+                                      recursive=False, yield_on_timeout=True, rust_timeout=WATCH_READY_MS):
+                if not batch and watching:
+                    continue
+                watching = True
                 yield
                 if self.watched_directories() != directories:
                     break  # a symlink now points elsewhere: watch the new place

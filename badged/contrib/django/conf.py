@@ -39,6 +39,7 @@ from django.core.management.base import CommandError
 from psycopg import conninfo, pq
 
 from badged.db import scrub
+from badged.db_errors import message_of
 from badged.errors import BadgedError, SpecError
 from badged.log_output import configure_logging
 from badged.settings import OptionsError, Settings, options_from
@@ -146,7 +147,7 @@ def command_errors(dsn: str = "") -> Iterator[None]:
     except BadgedError as exc:
         raise CommandError(scrub(str(exc), dsn)) from None
     except psycopg.Error as exc:
-        message = exc.diag.message_primary or str(exc).strip()
+        message = message_of(exc)
         raise CommandError(scrub(f"database error: {message}", dsn)) from None
 
 
