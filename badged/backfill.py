@@ -17,12 +17,16 @@ Exact for insert badges whose condition depends on the current state (counts,
 thresholds); approximate for update badges whose condition compares OLD with NEW
 (here OLD = NEW); impossible for delete badges (the deleted rows are gone), which
 are skipped with a message.
+
+``backfill_badges`` is what ``badged backfill`` calls: it picks the badges, resolves
+their tables, checks badged's award table exists, then runs ``run_backfill`` badge by
+badge, yielding what each did.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +34,16 @@ import psycopg
 from psycopg import sql
 
 from badged.awarding import award_users_statement
+from badged.catalog import own_table_exists, resolve_tables
 from badged.condition import Event
-from badged.errors import DatabaseMismatch, LockTimeout
+from badged.db import connect
+from badged.errors import ConfigError, DatabaseMismatch, LockTimeout
 from badged.function_context import function_search_path
 from badged.locks import lock_users_statement
 from badged.logs import get_logger
 from badged.objects import Table
 from badged.own_schema import AWARD_TABLE
-from badged.reconcile import qualify_in_database
+from badged.reconcile import qualify_in_database, resolve_and_check
 from badged.settings import Settings
 from badged.spec import Badge
 
@@ -55,6 +61,61 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class BadgeBackfill:
+    """What backfill did for one badge: its progress, or why it skipped the badge."""
+
+    badge: str
+    progress: Progress | None = None
+    skipped: str = ""
+
+
+class BackfillInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the backfill of *badge*: the awards already made stay."""
+
+    def __init__(self, badge: str) -> None:
+        super().__init__(badge)
+        self.badge = badge
+
+
+def backfill_badges(dsn: str, badges: Sequence[Badge], settings: Settings, *, only: Collection[str] = (),
+                    source: str = "badge.json", batch_size: int = 1000, dry_run: bool = False,
+                    on_progress: ProgressCallback | None = None) -> Iterator[BadgeBackfill]:
+    """Backfill *badges* (those whose code is in *only*, when given), one after the other.
+
+    Checks first, before anything is awarded (ConfigError, DatabaseMismatch): every code of *only*
+    names a badge of *source* (badge.json), every badge matches the database, and badged's award table
+    exists. Then returns an iterator that backfills a badge per step and yields what it did; a delete
+    badge is skipped. Ctrl-C during a badge raises BackfillInterrupted naming it.
+    """
+    wanted = set(only)
+    unknown = wanted - {badge.code for badge in badges}
+    if unknown:
+        raise ConfigError(f"--badge {', '.join(sorted(unknown))}: no such badge in {source}")
+    selected = tuple(badge for badge in badges if not wanted or badge.code in wanted)
+    with connect(dsn, settings) as conn:
+        selected, tables = resolve_and_check(conn, selected, resolve_tables(conn, (b.table for b in selected)),
+                                             settings)
+        if not own_table_exists(conn, settings, AWARD_TABLE):
+            raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
+    return _each_badge(dsn, selected, tables, settings, batch_size=batch_size, dry_run=dry_run,
+                       on_progress=on_progress)
+
+
+def _each_badge(dsn: str, badges: Sequence[Badge], tables: dict[str, Table], settings: Settings, *,
+                batch_size: int, dry_run: bool, on_progress: ProgressCallback | None) -> Iterator[BadgeBackfill]:
+    for badge in badges:
+        if badge.event is Event.DELETE:
+            yield BadgeBackfill(badge.code, skipped="a delete badge cannot be backfilled (the deleted rows are gone)")
+            continue
+        try:
+            progress = run_backfill(lambda: connect(dsn, settings), badge, tables[str(badge.table)], settings,
+                                    batch_size=batch_size, dry_run=dry_run, on_progress=on_progress)
+        except KeyboardInterrupt:
+            raise BackfillInterrupted(badge.code) from None
+        yield BadgeBackfill(badge.code, progress)
 
 
 def candidates_sql(badge: Badge, table: Table, settings: Settings, *,

@@ -8,73 +8,42 @@ stderr as one sentence each, never with a traceback or a password.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from badged.catalog import own_table_exists
+from badged.cli_args import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Parser, badges_of, setting, settings_of
+from badged.cli_args import SETTING_OF_FLAG as _SETTING_OF_FLAG
+from badged.cli_args import settings_of as _settings
+from badged.cli_events import add_events_commands
+from badged.cli_listen import add_listen_command
 from badged.db import connect, resolve_dsn, scrub
 from badged.db_errors import message_of
 from badged.errors import BadgedError, ConfigError, SpecError
 from badged.log_output import LEVELS, configure_logging
 from badged.output import outcome_json, outcome_text, plan_json, plan_text
-from badged.own_schema import AWARD_TABLE, RECHECK_TABLE
+from badged.own_schema import RECHECK_TABLE
 from badged.reconcile import reconcile
-from badged.settings import Options, OptionsError, Settings, load_options
-from badged.spec import Badge, load_badges
+from badged.settings import OptionsError, load_options
 from badged.version import __version__
 
 if TYPE_CHECKING:
     from badged.backfill import Progress
     from badged.daemon import SinkSpec
-    from badged.parking import ParkingStatements
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error exits 1 (2 means "changes pending" for plan)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"badged: error: {message}\n")
+#: the names tests use (``cli._settings``, ``cli._SETTING_OF_FLAG``), now defined in ``cli_args``
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "_SETTING_OF_FLAG", "_settings", "build_parser", "main", "run"]
 
 
-#: flag (its argparse dest; the flag is --dest-with-dashes) -> the BADGED_* setting it overrides
-_SETTING_OF_FLAG = {
-    "badges": "BADGED_BADGES", "dsn": "BADGED_DSN", "prefix": "BADGED_PREFIX", "schema": "BADGED_SCHEMA",
-    "channel": "BADGED_CHANNEL", "allow_empty": "BADGED_ALLOW_EMPTY", "lock_timeout": "BADGED_LOCK_TIMEOUT",
-    "statement_timeout": "BADGED_STATEMENT_TIMEOUT", "output": "BADGED_OUTPUT", "resync": "BADGED_RESYNC",
-    "recheck_interval": "BADGED_RECHECK_INTERVAL", "http": "BADGED_HTTP", "configmap": "BADGED_CONFIGMAP",
-    "webhook": "BADGED_WEBHOOK", "webhook_secret_file": "BADGED_WEBHOOK_SECRET_FILE",
-    "webhook_group": "BADGED_WEBHOOK_GROUP", "sink": "BADGED_SINK", "sink_group": "BADGED_SINK_GROUP",
-    "group": "BADGED_GROUP", "log_level": "BADGED_LOG_LEVEL",
-    "log_format": "BADGED_LOG_FORMAT", "allow_volatile": "BADGED_ALLOW_VOLATILE",
-}
-
-
-def _setting(dest: str) -> dict[str, Any]:
-    """argparse keywords of a flag that overrides a BADGED_* setting: a string, None when not given.
-
-    argparse neither reads the environment nor parses the value: ``_use_options`` does both after
-    parsing, with ``badged.settings.Options``, so ``--help`` works whatever the environment holds and a
-    flag's value is parsed exactly as its variable's (``--resync 5m``).
-    """
-    assert dest in _SETTING_OF_FLAG, dest
-    return {"dest": dest, "default": None}
-
-
-def _spec_options() -> _Parser:
-    common = _Parser(add_help=False)
+def _spec_options() -> Parser:
+    common = Parser(add_help=False)
     group = common.add_argument_group("badge.json")
-    group.add_argument("--badges", **_setting("badges"), metavar="PATH",
+    group.add_argument("--badges", **setting("badges"), metavar="PATH",
                        help="badge.json to read (env BADGED_BADGES; default ./badge.json)")
-    group.add_argument("--prefix", **_setting("prefix"),
+    group.add_argument("--prefix", **setting("prefix"),
                        help="prefix of every trigger and function badged manages (env BADGED_PREFIX; "
                             "default badged_)")
     group.add_argument("--allow-empty", action="store_const", const=True, dest="allow_empty", default=None,
@@ -87,12 +56,12 @@ def _spec_options() -> _Parser:
     return common
 
 
-def _logging_options() -> _Parser:
-    common = _Parser(add_help=False)
+def _logging_options() -> Parser:
+    common = Parser(add_help=False)
     logging = common.add_argument_group("logging")
-    logging.add_argument("--log-level", **_setting("log_level"), metavar="{debug,info,warning,error}",
+    logging.add_argument("--log-level", **setting("log_level"), metavar="{debug,info,warning,error}",
                          help="(env BADGED_LOG_LEVEL; default info)")
-    logging.add_argument("--log-format", **_setting("log_format"), metavar="{auto,json,console}",
+    logging.add_argument("--log-format", **setting("log_format"), metavar="{auto,json,console}",
                          help="auto: console on a terminal, else JSON (env BADGED_LOG_FORMAT; default auto)")
     return common
 
@@ -100,32 +69,32 @@ def _logging_options() -> _Parser:
 _DURATION_HELP = "a duration: 90 (seconds), 1.5, 500ms, 90s, 5m or 1h"
 
 
-def _database_options() -> _Parser:
-    common = _Parser(add_help=False)
+def _database_options() -> Parser:
+    common = Parser(add_help=False)
     group = common.add_argument_group("database")
-    group.add_argument("--dsn", **_setting("dsn"),
+    group.add_argument("--dsn", **setting("dsn"),
                        help="PostgreSQL connection string (env BADGED_DSN, else DATABASE_URL, else libpq's PG* "
                             "variables)")
-    group.add_argument("--schema", **_setting("schema"),
+    group.add_argument("--schema", **setting("schema"),
                        help="schema for badged's tables and functions (env BADGED_SCHEMA; default badged)")
-    group.add_argument("--channel", **_setting("channel"),
+    group.add_argument("--channel", **setting("channel"),
                        help="NOTIFY channel for new awards (env BADGED_CHANNEL; default badge_earned)")
-    group.add_argument("--lock-timeout", **_setting("lock_timeout"), metavar="DURATION",
+    group.add_argument("--lock-timeout", **setting("lock_timeout"), metavar="DURATION",
                        help=f"give up on a busy table after this long, {_DURATION_HELP} (env BADGED_LOCK_TIMEOUT; "
                             "default 3s)")
-    group.add_argument("--statement-timeout", **_setting("statement_timeout"),
+    group.add_argument("--statement-timeout", **setting("statement_timeout"),
                        metavar="DURATION", help="on every connection badged opens; also how long a reconcile waits "
                                                 "for another one (env BADGED_STATEMENT_TIMEOUT; default 60s)")
-    group.add_argument("--output", **_setting("output"), metavar="{text,json}",
+    group.add_argument("--output", **setting("output"), metavar="{text,json}",
                        help="(env BADGED_OUTPUT; default text)")
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="badged", description="Award badges inside PostgreSQL, with triggers reconciled "
+    parser = Parser(prog="badged", description="Award badges inside PostgreSQL, with triggers reconciled "
                                                 "from badge.json.")
     parser.add_argument("--version", action="version", version=f"badged {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     spec, database, logs = _spec_options(), _database_options(), _logging_options()
 
     validate = commands.add_parser("validate", parents=[spec, logs], help="check badge.json alone (no database)")
@@ -145,34 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[spec, database, logs],
                               help="keep reconciling: watch badge.json (file or ConfigMap), resync, serve probes")
     source = run.add_argument_group("daemon")
-    source.add_argument("--configmap", **_setting("configmap"), metavar="NAMESPACE/NAME[:KEY]",
+    source.add_argument("--configmap", **setting("configmap"), metavar="NAMESPACE/NAME[:KEY]",
                         help="read badge.json from this ConfigMap through the Kubernetes API instead of --badges "
                              "(key default badge.json; needs badged[k8s]; env BADGED_CONFIGMAP)")
-    source.add_argument("--resync", **_setting("resync"), metavar="DURATION",
+    source.add_argument("--resync", **setting("resync"), metavar="DURATION",
                         help="reconcile this often even without a change, repairing drift "
                              "(env BADGED_RESYNC; default 60s)")
-    source.add_argument("--recheck-interval", **_setting("recheck_interval"),
+    source.add_argument("--recheck-interval", **setting("recheck_interval"),
                         metavar="DURATION",
                         help="finish the badge checks triggers deferred (a concurrent check of the same user) this "
                              "often (env BADGED_RECHECK_INTERVAL; default 1s)")
-    source.add_argument("--http", **_setting("http"), metavar="ADDR",
+    source.add_argument("--http", **setting("http"), metavar="ADDR",
                         help="serve /healthz, /readyz and /metrics here; empty disables "
                              "(env BADGED_HTTP; default :8080)")
     hook = run.add_argument_group("event sinks (README, Events)")
-    hook.add_argument("--webhook", **_setting("webhook"), metavar="URL",
+    hook.add_argument("--webhook", **setting("webhook"), metavar="URL",
                       help="POST every badge-earned event here, at least once, signed as Standard Webhooks do "
                            "(env BADGED_WEBHOOK)")
-    hook.add_argument("--webhook-secret-file", **_setting("webhook_secret_file"),
+    hook.add_argument("--webhook-secret-file", **setting("webhook_secret_file"),
                       metavar="PATH",
                       help="the signing secret, whsec_... (`badged events secret` makes one) "
                            "(env BADGED_WEBHOOK_SECRET_FILE; required with --webhook)")
-    hook.add_argument("--webhook-group", **_setting("webhook_group"), metavar="NAME",
+    hook.add_argument("--webhook-group", **setting("webhook_group"), metavar="NAME",
                       help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
                            "default webhook)")
-    hook.add_argument("--sink", **_setting("sink"), metavar="nats://HOST:PORT/SUBJECT",
+    hook.add_argument("--sink", **setting("sink"), metavar="nats://HOST:PORT/SUBJECT",
                       help="publish every badge-earned event to NATS JetStream, at least once, de-duplicated by "
                            "Nats-Msg-Id (env BADGED_SINK)")
-    hook.add_argument("--sink-group", **_setting("sink_group"), metavar="NAME",
+    hook.add_argument("--sink-group", **setting("sink_group"), metavar="NAME",
                       help="consumer group holding the --sink's position (env BADGED_SINK_GROUP; default nats)")
     run.set_defaults(handler=_run)
 
@@ -192,41 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--batch-size", type=int, default=1000, metavar="N", help="rows per transaction")
     backfill.set_defaults(handler=_backfill)
 
-    listen = commands.add_parser("listen", parents=[database, logs],
-                                 help="print one JSON line per badge earned, missing none")
-    listen.add_argument("--since", type=int, metavar="AWARD_ID",
-                        help="start with the awards after this id (default: from now)")
-    listen.add_argument("--group", **_setting("group"), metavar="NAME",
-                        help="durable consumer group: resume where the group stopped; processes of one group "
-                             "share the work (env BADGED_GROUP)")
-    listen.add_argument("--batch-size", type=int, default=1000, metavar="N", help="awards read per query")
-    listen.set_defaults(handler=_listen)
+    add_listen_command(commands, database, logs)
 
-    _add_events_commands(commands, database, logs)
+    add_events_commands(commands, database, logs)
 
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
     demo.add_argument("--log-format", default="console", help=argparse.SUPPRESS)
     demo.set_defaults(handler=_demo)
     return parser
-
-
-def _add_events_commands(commands: Any, database: _Parser, logs: _Parser) -> None:
-    events = commands.add_parser("events", help="parked events (refused by a sink for good), and webhook secrets")
-    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION", parser_class=_Parser)
-    parked = actions.add_parser("parked", parents=[database, logs],
-                                help="list the events a sink refused for good (a 4xx, a redirect), with its answer")
-    parked.add_argument("--group", **_setting("group"), metavar="NAME", help="only this sink's group")
-    parked.add_argument("--limit", type=int, default=100, metavar="N", help="at most N events (default 100)")
-    parked.set_defaults(handler=_events_parked)
-    replay = actions.add_parser("replay", parents=[database, logs],
-                                help="ask the running sinks (badged run) to send parked events again")
-    replay.add_argument("--group", **_setting("group"), metavar="NAME", help="only this sink's group")
-    replay.add_argument("--award", type=int, action="append", metavar="ID", help="only this award (repeatable)")
-    replay.add_argument("--all", action="store_true", help="every parked event (of --group, if given)")
-    replay.set_defaults(handler=_events_replay)
-    secret = actions.add_parser("secret", parents=[logs], help="print a new webhook signing secret (whsec_...)")
-    secret.set_defaults(handler=_events_secret)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,26 +221,17 @@ def _use_options(args: argparse.Namespace) -> None:
     args.options = options
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    options: Options = args.options
-    return options.settings()
-
-
-def _badges(args: argparse.Namespace, settings: Settings) -> tuple[Badge, ...]:
-    return load_badges(args.badges, prefix=settings.prefix, allow_empty=args.allow_empty, schema=settings.schema)
-
-
 def _validate(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    badges = _badges(args, settings)
+    settings = settings_of(args)
+    badges = badges_of(args, settings)
     codes = ", ".join(badge.code for badge in badges)
     print(f"{args.badges}: {len(badges)} badges valid" + (f" ({codes})" if codes else ""))
     return EXIT_OK
 
 
 def _plan(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    badges = _badges(args, settings)
+    settings = settings_of(args)
+    badges = badges_of(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
         outcome = reconcile(conn, badges, settings, apply=False)
     if args.output == "json":
@@ -308,8 +242,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    badges = _badges(args, settings)
+    settings = settings_of(args)
+    badges = badges_of(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
         outcome = reconcile(conn, badges, settings, apply=True)
     print(outcome_json(outcome) if args.output == "json" else outcome_text(outcome))
@@ -321,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     from badged.sources import Source
     from badged.sources.file import FileSource
 
-    settings = _settings(args)
+    settings = settings_of(args)
     source: Source
     if args.configmap:
         from badged.sources.configmap import ConfigMapSource
@@ -363,8 +297,8 @@ def _sinks(args: argparse.Namespace) -> tuple[SinkSpec, ...]:
 def _status(args: argparse.Namespace) -> int:
     from badged.status import badge_statuses, read_award_stats, read_rechecks, status_json, status_text
 
-    settings = _settings(args)
-    badges = _badges(args, settings)
+    settings = settings_of(args)
+    badges = badges_of(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
         outcome = reconcile(conn, badges, settings, apply=False, verify=False)
         statuses = badge_statuses(badges, outcome.plan, read_award_stats(conn, settings))
@@ -377,8 +311,8 @@ def _status(args: argparse.Namespace) -> int:
 def _recheck(args: argparse.Namespace) -> int:
     from badged.recheck import Result, drain
 
-    settings = _settings(args)
-    badges = _badges(args, settings)
+    settings = settings_of(args)
+    badges = badges_of(args, settings)
     with connect(resolve_dsn(args.dsn), settings) as conn:
         if not own_table_exists(conn, settings, RECHECK_TABLE):
             raise ConfigError("badged's recheck table does not exist yet: run `badged reconcile --once` first")
@@ -393,41 +327,28 @@ def _recheck(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from badged.backfill import run_backfill
-    from badged.catalog import resolve_tables
-    from badged.condition import Event
-    from badged.reconcile import resolve_and_check
-    settings = _settings(args)
-    badges = _badges(args, settings)
-    wanted = set(args.badge or ())
-    unknown = wanted - {badge.code for badge in badges}
-    if unknown:
-        raise ConfigError(f"--badge {', '.join(sorted(unknown))}: no such badge in {args.badges}")
-    selected = [b for b in badges if not wanted or b.code in wanted]
-    dsn = resolve_dsn(args.dsn)
-    with connect(dsn, settings) as conn:
-        qualified, tables = resolve_and_check(conn, tuple(selected), resolve_tables(conn, (b.table for b in selected)),
-                                              settings)
-        selected = list(qualified)
-        if not own_table_exists(conn, settings, AWARD_TABLE):
-            raise ConfigError("badged's award table does not exist yet: run `badged reconcile --once` first")
+    from badged.backfill import BackfillInterrupted, backfill_badges
+
+    settings = settings_of(args)
     show = _progress_printer() if sys.stderr.isatty() else None
-    for badge in selected:
-        if badge.event is Event.DELETE:
-            print(f"{badge.code}: skipped: a delete badge cannot be backfilled (the deleted rows are gone)")
-            continue
-        try:
-            done = run_backfill(lambda: connect(dsn, settings), badge, tables[str(badge.table)], settings,
-                                          batch_size=args.batch_size, dry_run=args.dry_run, on_progress=show)
-        except KeyboardInterrupt:
-            print(f"\n{badge.code}: interrupted; awards already made stay; run again to continue "
-                  "(holders are skipped)", file=sys.stderr)
-            return EXIT_ERROR
-        if show:
-            print(file=sys.stderr)
-        verb = "would award" if args.dry_run else "awarded"
-        failed = f", condition failed on {done.failed_rows} rows" if done.failed_rows else ""
-        print(f"{badge.code}: {verb} {done.awarded} (of {done.rows} rows{failed})")
+    done = backfill_badges(resolve_dsn(args.dsn), badges_of(args, settings), settings, only=args.badge or (),
+                           source=str(args.badges), batch_size=args.batch_size, dry_run=args.dry_run,
+                           on_progress=show)
+    try:
+        for result in done:
+            if result.progress is None:
+                print(f"{result.badge}: skipped: {result.skipped}")
+                continue
+            if show:
+                print(file=sys.stderr)
+            verb = "would award" if args.dry_run else "awarded"
+            progress = result.progress
+            failed = f", condition failed on {progress.failed_rows} rows" if progress.failed_rows else ""
+            print(f"{result.badge}: {verb} {progress.awarded} (of {progress.rows} rows{failed})")
+    except BackfillInterrupted as exc:
+        print(f"\n{exc.badge}: interrupted; awards already made stay; run again to continue "
+              "(holders are skipped)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -440,80 +361,6 @@ def _progress_printer() -> Callable[[Progress], None]:
         sys.stderr.flush()
 
     return show
-
-
-def _listen(args: argparse.Namespace) -> int:
-    """The JSON-lines sink fed by a subscription; SIGTERM/SIGINT finish the batch in hand, save, exit."""
-    import asyncio
-
-    from badged.forwarder import Forwarder
-    from badged.listen import Subscription
-    from badged.sinks.jsonlines import JsonLinesSink
-
-    subscription = Subscription(resolve_dsn(args.dsn), group=args.group, since=args.since, settings=_settings(args),
-                                batch_size=args.batch_size)
-
-    async def follow() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, subscription.close)
-        await Forwarder(subscription, JsonLinesSink(sys.stdout), replay=False).run()  # stdout parks nothing
-
-    try:
-        asyncio.run(follow())
-    except BrokenPipeError:  # the reader went away (| head): not an error
-        sys.stderr.close()
-    return EXIT_OK
-
-
-def _events_parked(args: argparse.Namespace) -> int:
-    with _parking(args) as (conn, statements):
-        parked = statements.read_listing(conn.execute(*statements.listing(args.group, args.limit)).fetchall())
-    if args.output == "json":
-        print(json.dumps([event.as_dict() for event in parked], indent=2))
-        return EXIT_OK
-    for event in parked:
-        replay = " (replay asked)" if event.replay_requested_at else ""
-        print(f"{event.group}  award {event.award_id}  {event.badge} for {event.user_id}  via {event.sink}: "
-              f"{event.reason}  x{event.attempts}, since {event.parked_at:%Y-%m-%d %H:%M:%S %Z}{replay}")
-        if event.response:
-            print(f"    answer: {' '.join(event.response.split())[:200]}")
-    print(f"{len(parked)} parked" + (f" in group {args.group}" if args.group else ""))
-    return EXIT_OK
-
-
-def _events_replay(args: argparse.Namespace) -> int:
-    if not args.all and not args.award:
-        raise ConfigError("say which parked events to send again: --award ID (repeatable) or --all")
-    with _parking(args) as (conn, statements):
-        marked = conn.execute(*statements.request_replay(args.group, None if args.all else args.award)).fetchall()
-    groups = sorted({str(row[0]) for row in marked})
-    print(f"{len(marked)} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}"
-                                                              if groups else "")
-          + ("; `badged run` sends them within seconds" if marked else ""))
-    return EXIT_OK
-
-
-@contextlib.contextmanager
-def _parking(args: argparse.Namespace) -> Iterator[tuple[psycopg.Connection[Any], ParkingStatements]]:
-    """A connection and the parked_event statements; a clear error when the table is not there yet."""
-    from badged.parking import ParkingStatements
-
-    settings = _settings(args)
-    statements = ParkingStatements(settings)
-    with connect(resolve_dsn(args.dsn), settings) as conn:
-        row = conn.execute(*statements.table_exists()).fetchone()
-        if not row or not row[0]:
-            raise ConfigError(f"{statements.table_name} is missing: run `badged reconcile --once` (or `badged run`) "
-                              "against this database first")
-        yield conn, statements
-
-
-def _events_secret(args: argparse.Namespace) -> int:
-    from badged.sinks.webhook import new_secret
-
-    print(new_secret())
-    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -33,6 +33,9 @@ A level-based control loop, in the manner of a Kubernetes controller:
 Reconciles run in a worker thread with one persistent connection; the event loop
 only waits. Several replicas are safe: the advisory lock in ``reconcile`` makes one
 apply while the others find nothing to do.
+
+This module holds the control loop; the worker thread, its stall check and its wind-down are in
+``reconcile_worker``, the restart of background tasks in ``supervisor``.
 """
 
 from __future__ import annotations
@@ -43,17 +46,16 @@ import functools
 import hashlib
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from badged.backoff import Backoff
-from badged.db import connect, describe, sever
-from badged.errors import BadgedError, Cause, ConnectionFailed, PermanentError, SourceError, SpecError, TemporaryError
+from badged.db import connect, describe
+from badged.errors import BadgedError, Cause, PermanentError, SourceError, SpecError, TemporaryError, describe_error
 from badged.forwarder import Forwarder
 from badged.health import Health, HealthServer
 from badged.listen import Subscription
@@ -62,19 +64,15 @@ from badged.metrics import Metrics
 from badged.plan import Outcome
 from badged.recheck import Drained, RecheckWorker
 from badged.reconcile import reconcile
+from badged.reconcile_worker import Abandoned, ReconcileWorker
 from badged.settings import Settings
 from badged.sinks import Sink
 from badged.sources import Source
 from badged.spec import Badge, parse_badges
+from badged.supervisor import Supervisor
 
 log = get_logger("badged.daemon")
 
-#: How long a reconcile in flight may go on after SIGTERM before it is cancelled.
-SHUTDOWN_GRACE_S = 1.0
-#: How long the cancel request may take (it opens a connection of its own, which a stalled network holds up).
-CANCEL_TIMEOUT_S = 0.5
-#: After the connection was cut, how long to wait for the worker before leaving it behind.
-ABANDON_AFTER_S = 0.5
 #: A pass running longer than statement_timeout + lock_timeout + this is stalled.
 STALL_SLACK_S = 5.0
 #: After a lock timeout, the backoff starts at this many lock_timeouts (each try queues app writes that long).
@@ -83,15 +81,6 @@ LOCK_BACKOFF_FACTOR = 4.0
 SINK_BATCH = 100
 #: On shutdown, how long the forwarders may finish the event in hand before they are cancelled.
 SINK_STOP_GRACE_S = 0.5
-#: How often the supervisor looks at the background tasks.
-SUPERVISE_INTERVAL_S = 0.25
-#: A task that ran this long before dying starts its restart backoff afresh.
-TASK_HEALTHY_S = 60.0
-#: Errors after which the reconcile connection is replaced (a new one may reach another server, or the same anew).
-_NEW_CONNECTION = frozenset({Cause.CONNECTION, Cause.RESOURCES, Cause.READ_ONLY})
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -124,25 +113,6 @@ class DaemonOptions:
         return (self.settings.statement_timeout_ms + self.settings.lock_timeout_ms) / 1000 + STALL_SLACK_S
 
 
-@dataclass
-class _Task:
-    """A background task of the daemon, which the supervisor starts again when it dies."""
-
-    name: str
-    #: what ended it (an exception), or None while it runs
-    failure: Callable[[], BaseException | None]
-    #: start a new one in its place
-    restart: Callable[[], None]
-    backoff: Backoff = field(default_factory=Backoff)
-    started: float = field(default_factory=time.monotonic)
-    died: BaseException | None = None
-    restart_at: float = 0.0
-
-
-class _Abandoned(Exception):
-    """Shutting down: the reconcile worker did not return in time and was left behind."""
-
-
 class _Recheck(RecheckWorker):
     """``recheck``'s worker, keeping what ended its thread: its loop retries database errors, nothing else."""
 
@@ -169,17 +139,14 @@ class Daemon:
         self._last_digest: str | None = None
         self._parsed: tuple[str, tuple[Badge, ...]] | None = None
         self._last_ok = False
-        self._conn: psycopg.Connection[Any] | None = None
-        #: when the pass in flight started its reconcile (monotonic), for the stall check
-        self._pass_started: float | None = None
-        self._worker_running = False
+        self._worker = ReconcileWorker(options.dsn, options.settings, options.stall_after, self._stop, self._apply)
+        self._supervisor = Supervisor(self.health, self.metrics, self._stop)
         self._server: HealthServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._forwarders: dict[str, tuple[Forwarder, asyncio.Task[None]]] = {}
         self._recheck: _Recheck | None = None
         self._badges: tuple[Badge, ...] = ()
-        self._tasks: dict[str, _Task] = {}
-        self.health.add_check("reconcile", self._stalled)
+        self.health.add_check("reconcile", self._worker.stalled)
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
 
     def stop(self) -> None:
@@ -198,11 +165,12 @@ class Daemon:
             self._server = HealthServer(self.options.http, self.health, self.metrics)
             self._server.start()
             # restarted on the same address: while it is down the probes cannot connect (the kubelet counts that)
-            self._supervise("http", lambda: self._server.failure if self._server else None, self._restart_http)
+            self._supervisor.supervise("http", lambda: self._server.failure if self._server else None,
+                                       self._restart_http)
         self._watcher = asyncio.create_task(self._watch(), name="badged-watch")
         # restarted: watching is level-based, a new watch and a pass (the wake below) miss nothing
-        self._supervise("watch", self._watch_failure, self._restart_watch)
-        supervisor = asyncio.create_task(self._supervisor(), name="badged-supervisor")
+        self._supervisor.supervise("watch", self._watch_failure, self._restart_watch)
+        supervisor = asyncio.create_task(self._supervisor.run(), name="badged-supervisor")
         log.info("daemon.started", source=self.source.description, dsn=describe(self.options.dsn),
                  resync_seconds=self.options.resync_seconds, schema=self.options.settings.schema,
                  prefix=self.options.settings.prefix, stall_after=self.options.stall_after)
@@ -238,12 +206,12 @@ class Daemon:
             steps.append(lambda: recheck.stop(timeout=0.25))
         if server is not None:
             steps.append(server.stop)
-        steps.append(self._close_at_exit)
+        steps.append(self._worker.close_at_exit)
         for step in steps:
             try:
                 step()
             except Exception as exc:
-                log.warning("daemon.stop_step_failed", error=_describe(exc))
+                log.warning("daemon.stop_step_failed", error=describe_error(exc))
         log.info("daemon.stopped")
 
     async def _watch(self) -> None:
@@ -297,8 +265,8 @@ class Daemon:
         self.metrics.badges_desired.set(len(badges))
         started = time.monotonic()
         try:
-            outcome = await self._reconcile(badges)
-        except _Abandoned:
+            outcome = await self._worker.run(badges)
+        except Abandoned:
             return
         except BadgedError as exc:
             if isinstance(exc, PermanentError) and exc.cause is None:
@@ -318,6 +286,11 @@ class Daemon:
         self._succeeded(outcome, reason)
         self._start_background(badges)
 
+    def _apply(self, conn: psycopg.Connection[Any], badges: tuple[Badge, ...]) -> Outcome:
+        """One pass on the worker's connection (in its thread)."""
+        # ``reconcile`` is looked up in this module at each pass: a test puts a failing one in its place
+        return reconcile(conn, badges, self.options.settings, apply=True)
+
     def _retry_delay(self, exc: BadgedError) -> float:
         if exc.cause is Cause.LOCK_TIMEOUT:
             # each try waits up to lock_timeout with the app's writes queued behind it: space the tries out
@@ -330,8 +303,8 @@ class Daemon:
         self._last_ok = False
         self.metrics.reconcile_total.labels("error").inc()
         self.metrics.task_failures.labels("reconcile").inc()
-        log.error("daemon.crashed", error=_describe(exc), retry_in=round(delay, 2), exc_info=exc)
-        self.health.set(False, f"the reconcile pass failed unexpectedly ({_describe(exc)}); "
+        log.error("daemon.crashed", error=describe_error(exc), retry_in=round(delay, 2), exc_info=exc)
+        self.health.set(False, f"the reconcile pass failed unexpectedly ({describe_error(exc)}); "
                                f"retrying in {delay:.1f} s")
 
     def _failed(self, event: str, exc: BadgedError, *, metric_reason: str | None = None, **extra: Any) -> None:
@@ -366,15 +339,15 @@ class Daemon:
             if spec.name not in self._forwarders:
                 self._restart_sink(spec)
                 # restarted: its position lives in the consumer group; the batch in hand is sent again
-                self._supervise(spec.name, functools.partial(self._sink_failure, spec.name),
-                                functools.partial(self._restart_sink, spec))
+                self._supervisor.supervise(spec.name, functools.partial(self._sink_failure, spec.name),
+                                           functools.partial(self._restart_sink, spec))
         if self._recheck is None:
-            self._restart_recheck()
+            self._restart_recheck()  # with self._badges, set above
             # restarted: every pass reads the recheck table anew
-            self._supervise("recheck", lambda: self._recheck.failure if self._recheck else None,
-                            self._restart_recheck)
-        assert self._recheck is not None
-        self._recheck.use(badges)
+            self._supervisor.supervise("recheck", lambda: self._recheck.failure if self._recheck else None,
+                                       self._restart_recheck)
+        else:
+            self._recheck.use(badges)
 
     def _restart_sink(self, spec: SinkSpec) -> None:
         subscription = Subscription(self.options.dsn, group=spec.group, settings=self.options.settings,
@@ -435,189 +408,6 @@ class Daemon:
                 self.metrics.rechecks.labels(result.value).inc(count)
         self.metrics.rechecks_pending.set(drained.left)
         self.metrics.recheck_oldest.set(drained.oldest or 0.0)
-
-    # -- supervision --------------------------------------------------------------------------
-
-    def _supervise(self, name: str, failure: Callable[[], BaseException | None], restart: Callable[[], None]) -> None:
-        task = self._tasks[name] = _Task(name, failure, restart)
-        self.metrics.task_up.labels(name).set(1)
-        self.health.add_check(name, lambda: (f"the {name} task died ({_describe(task.died)}); restarting"
-                                             if task.died is not None else None))
-
-    async def _supervisor(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._check_tasks()
-            except Exception as exc:  # the supervisor itself must not die
-                log.error("daemon.supervisor_failed", error=_describe(exc), exc_info=exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), SUPERVISE_INTERVAL_S)
-
-    def _check_tasks(self) -> None:
-        now = time.monotonic()
-        for task in list(self._tasks.values()):
-            if task.died is None:
-                failure = task.failure()
-                if failure is None:
-                    continue
-                if now - task.started > TASK_HEALTHY_S:
-                    task.backoff.reset()
-                delay = task.backoff.next_delay()
-                task.died, task.restart_at = failure, now + delay
-                self.metrics.task_failures.labels(task.name).inc()
-                self.metrics.task_up.labels(task.name).set(0)
-                log.error("task.died", task=task.name, error=_describe(failure), retry_in=round(delay, 2),
-                          exc_info=failure)
-            elif now >= task.restart_at and not self._stop.is_set():
-                try:
-                    task.restart()
-                except Exception as exc:
-                    delay = task.backoff.next_delay()
-                    task.died, task.restart_at = exc, now + delay
-                    log.error("task.restart_failed", task=task.name, error=_describe(exc), retry_in=round(delay, 2))
-                    continue
-                task.died, task.started = None, now
-                self.metrics.task_up.labels(task.name).set(1)
-                log.info("task.restarted", task=task.name)
-
-    # -- the reconcile worker -----------------------------------------------------------------
-
-    def _stalled(self) -> str | None:
-        started = self._pass_started
-        if started is None:
-            return None
-        running, bound = time.monotonic() - started, self.options.stall_after
-        if running <= bound:
-            return None
-        return (f"a pass has been running for {running:.0f} s, longer than {bound:g} s: the database or the network "
-                "is stalled")
-
-    async def _reconcile(self, badges: tuple[Badge, ...]) -> Outcome:
-        self._pass_started = time.monotonic()
-        self._worker_running = True
-        work = _in_thread(self._reconcile_blocking, badges)
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
-        try:
-            done, _ = await asyncio.wait({work, stopping}, timeout=self.options.stall_after,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            stalled = not done
-            if stalled:
-                # PostgreSQL would have ended any one statement by now: the network holds the pass up
-                log.warning("reconcile.stalled", seconds=round(time.monotonic() - self._pass_started, 1),
-                            bound=self.options.stall_after)
-                self._cut()
-                await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                await self._wind_down(work)
-            try:
-                return await work
-            except ConnectionFailed as exc:
-                if not stalled:
-                    raise
-                raise ConnectionFailed(
-                    f"cannot reconcile: the pass stalled, the database did not answer for "
-                    f"{self.options.stall_after:g} s (the network or the server is stalled), so its connection "
-                    f"was cut; retry later ({exc})") from None
-        finally:
-            stopping.cancel()
-            self._pass_started = None
-
-    async def _wind_down(self, work: asyncio.Future[Outcome]) -> None:
-        """Shutting down: let the transaction finish if it is about to, else cancel it (PostgreSQL rolls it
-        back); if the cancel request does not get through (a stalled network), cut the connection; leave a
-        worker behind that still does not return. Raise _Abandoned in that case."""
-        done, _ = await asyncio.wait({work}, timeout=SHUTDOWN_GRACE_S)
-        if done:
-            return
-        conn = self._conn
-        if conn is not None:
-            await asyncio.wait({_in_thread(_cancel_quietly, conn)}, timeout=CANCEL_TIMEOUT_S + 0.2)
-            done, _ = await asyncio.wait({work}, timeout=0.2)
-            if done:
-                return
-            log.warning("daemon.cut", reason="the reconcile in flight did not end after a cancel request")
-            sever(conn)
-        done, _ = await asyncio.wait({work}, timeout=ABANDON_AFTER_S)
-        if not done:
-            log.warning("daemon.abandoned", reason="the reconcile worker did not return; exiting without it")
-            raise _Abandoned
-
-    def _cut(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            sever(conn)
-
-    def _reconcile_blocking(self, badges: tuple[Badge, ...]) -> Outcome:
-        try:
-            settings = self.options.settings
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._close()
-                self._conn = connect(self.options.dsn, settings)
-            try:
-                return reconcile(self._conn, badges, settings, apply=True)
-            except BaseException as exc:
-                if not isinstance(exc, BadgedError) or exc.cause in _NEW_CONNECTION:
-                    self._close()  # lost, or in a state nobody can vouch for: start the next pass afresh
-                raise
-        finally:
-            self._worker_running = False
-
-    def _close(self) -> None:
-        """Close the reconcile connection (from the worker, or when no worker runs)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
-
-    def _close_at_exit(self) -> None:
-        if self._worker_running:
-            self._cut()  # a worker left behind still uses it: cut it, never free it under its feet
-            self._conn = None
-        else:
-            self._close()
-
-
-def _in_thread(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> asyncio.Future[_T]:
-    """Run *fn* in a daemon thread of its own: unlike asyncio.to_thread's pool, one that a stalled network
-    holds up never keeps the process from exiting."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            outcome: tuple[_T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the daemon has exited without us
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name=f"badged-{getattr(fn, '__name__', 'work').strip('_')}", daemon=True).start()
-    return future
-
-
-def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
-    """Ask the server to cancel what *conn* runs; a cancel that fails or times out is not an error here."""
-    try:
-        conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
-    except Exception as exc:
-        log.info("daemon.cancel_failed", error=_describe(exc))
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_daemon(source: Source, options: DaemonOptions) -> int:

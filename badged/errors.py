@@ -140,3 +140,14 @@ class StatementTimeout(TemporaryError):
     """A statement ran longer than statement_timeout, or was cancelled."""
 
     cause = Cause.STATEMENT_TIMEOUT
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """``KeyError: 'x'``; the type alone when there is no message; ``unknown`` for None (a task that died of
+    nothing it told)."""
+    if exc is None:
+        return "unknown"
+    message = str(exc).strip()
+    # a traceback or a multi-line SQL error would break the one-line /readyz reason and the log line
+    text = message.splitlines()[0] if message else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
