@@ -27,9 +27,8 @@ from badged.spec import TableName
 def read_catalog(conn: Connection[Any], settings: Settings) -> Catalog:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_SCHEMA_SQL, {"schema": settings.schema})
-        row = cur.fetchone()
-        assert row is not None
-        schema_exists, tables = bool(row["schema_exists"]), frozenset(row["tables"] or ())
+        row = cur.fetchone() or {}  # an aggregate-free SELECT of two EXISTS always answers one row
+        schema_exists, tables = bool(row.get("schema_exists")), frozenset(row.get("tables") or ())
         cur.execute(_FUNCTIONS_SQL, {"schema": settings.schema, "prefix": settings.prefix})
         functions = tuple(_function(r) for r in cur.fetchall())
         cur.execute(_TRIGGERS_SQL, {"prefix": settings.prefix})

@@ -49,6 +49,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -81,6 +82,19 @@ LOCK_BACKOFF_FACTOR = 4.0
 SINK_BATCH = 100
 #: On shutdown, how long the forwarders may finish the event in hand before they are cancelled.
 SINK_STOP_GRACE_S = 0.5
+
+
+class Wake(StrEnum):
+    """Why a pass runs (logged as ``daemon.pass reason=…``)."""
+
+    STARTUP = "startup"
+    #: the source changed (a hint: the whole badge.json is read again)
+    CHANGE = "change"
+    #: the resync timer (repairs drift made by hand)
+    RESYNC = "resync"
+    #: the backoff after a failure ended
+    RETRY = "retry"
+    STOP = "stop"
 
 
 @dataclass(frozen=True)
@@ -175,7 +189,7 @@ class Daemon:
                  resync_seconds=self.options.resync_seconds, schema=self.options.settings.schema,
                  prefix=self.options.settings.prefix, stall_after=self.options.stall_after)
         try:
-            reason = "startup"
+            reason = Wake.STARTUP
             while not self._stop.is_set():
                 try:
                     await self._pass(reason)
@@ -218,7 +232,7 @@ class Daemon:
         async for _ in self.source.changes(self._stop):
             self._wake.set()
 
-    async def _sleep(self) -> str:
+    async def _sleep(self) -> Wake:
         """Wait for a change, the resync timer, a retry, or stop; say which."""
         if self._retry_after is not None:
             # A database that is failing is not helped by trying sooner: changes made meanwhile wait for
@@ -226,21 +240,21 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._retry_after)
             self._wake.clear()
-            return "stop" if self._stop.is_set() else "retry"
+            return Wake.STOP if self._stop.is_set() else Wake.RETRY
         # +-10 % so that replicas started together drift apart
-        timeout, reason = self.options.resync_seconds * random.uniform(0.9, 1.1), "resync"  # noqa: S311
+        timeout, reason = self.options.resync_seconds * random.uniform(0.9, 1.1), Wake.RESYNC  # noqa: S311
         waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())}
         _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()
         if self._stop.is_set():
-            return "stop"
+            return Wake.STOP
         if self._wake.is_set():
             self._wake.clear()
-            return "change"
+            return Wake.CHANGE
         return reason
 
-    async def _pass(self, reason: str) -> None:
+    async def _pass(self, reason: Wake) -> None:
         """One level-based pass: read, validate, reconcile; record the outcome."""
         self._retry_after = None
         try:
@@ -249,7 +263,7 @@ class Daemon:
             self._failed("source.unreadable", exc, metric_reason="unreadable")
             return
         digest = hashlib.sha256(text.encode()).hexdigest()
-        if reason == "change" and digest == self._last_digest and self._last_ok:
+        if reason is Wake.CHANGE and digest == self._last_digest and self._last_ok:
             return  # an event that did not change the content (another file, a touch)
         self._last_digest = digest
         if self._parsed is not None and self._parsed[0] == digest:
@@ -317,7 +331,7 @@ class Daemon:
         log_method = log.warning if isinstance(exc, TemporaryError) else log.error
         log_method(event, errors=errors, source=self.source.description, **extra)
 
-    def _succeeded(self, outcome: Outcome, reason: str) -> None:
+    def _succeeded(self, outcome: Outcome, reason: Wake) -> None:
         self._last_ok = True
         self._backoff.reset()
         self._lock_backoff.reset()
@@ -328,7 +342,7 @@ class Daemon:
                 self.metrics.drift_repaired.inc()
         self.metrics.last_success.set(time.time())
         self.health.set(True, f"in sync with {self.source.description} ({outcome.badges} badges)")
-        if reason != "resync" or outcome.applied:
+        if reason is not Wake.RESYNC or outcome.applied:
             log.debug("daemon.pass", reason=reason, applied=outcome.applied)
 
     # -- background tasks, started after the first success (badged's tables exist then) ---------

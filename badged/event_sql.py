@@ -96,7 +96,8 @@ class EventStatements:
         """Where a new position starts: after award *since*, else "now" (*snapshot*, the current one)."""
         if since is not None:
             return Position.since(since)
-        assert snapshot is not None
+        if snapshot is None:
+            raise ValueError("a position from now needs the current snapshot")
         return Position(snapshot)
 
     def create_group(self, group: str, start: Position) -> Statement:

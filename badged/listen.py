@@ -209,10 +209,10 @@ class Subscription:
                 self._position = self._start_position(work)
             self._started(backoff)
             while not self.closed:
-                if self.group is None:
-                    yield from self._drain_memory(work)
-                else:
+                if self.group is not None:
                     yield from self._drain_group(work, self.group)
+                elif self._position is not None:  # set above
+                    yield from self._drain_memory(work, self._position)
                 self._wait_for_doorbell(bell)
 
     @contextlib.contextmanager
@@ -235,13 +235,12 @@ class Subscription:
                     pass
                 return
 
-    def _drain_memory(self, work: psycopg.Connection[Any]) -> Iterator[AwardEvent]:
+    def _drain_memory(self, work: psycopg.Connection[Any], position: Position) -> Iterator[AwardEvent]:
         while True:
-            assert self._position is not None
-            upto, batch = self._fetch(work, self._position)
+            upto, batch = self._fetch(work, position)
             for _txid, event in batch:
                 yield event
-            self._position = self._position.advance(upto, batch, self.batch_size)
+            position = self._position = position.advance(upto, batch, self.batch_size)
             if len(batch) < self.batch_size or self.closed:
                 return
 
@@ -268,9 +267,7 @@ class Subscription:
         return upto, self._sql.read_batch(rows)
 
     def _current_snapshot(self, work: psycopg.Connection[Any]) -> str:
-        row = work.execute(CURRENT_SNAPSHOT).fetchone()
-        assert row is not None
-        return str(row[0])
+        return _snapshot(work.execute(CURRENT_SNAPSHOT).fetchone())
 
     def _start_position(self, work: psycopg.Connection[Any]) -> Position:
         snapshot = None if self.since is not None else self._current_snapshot(work)
@@ -326,8 +323,12 @@ class Subscription:
                 self._position = await self._async_start_position(work)
             self._started(backoff)
             while not self.closed:
-                drain = (self._async_drain_memory(work) if self.group is None
-                         else self._async_drain_group(work, self.group))
+                if self.group is not None:
+                    drain = self._async_drain_group(work, self.group)
+                elif self._position is not None:  # set above
+                    drain = self._async_drain_memory(work, self._position)
+                else:
+                    break
                 async with contextlib.aclosing(drain) as events:
                     async for event in events:
                         yield event
@@ -367,13 +368,13 @@ class Subscription:
                     pass
                 return
 
-    async def _async_drain_memory(self, work: psycopg.AsyncConnection[Any]) -> AsyncGenerator[AwardEvent, None]:
+    async def _async_drain_memory(self, work: psycopg.AsyncConnection[Any],
+                                  position: Position) -> AsyncGenerator[AwardEvent, None]:
         while True:
-            assert self._position is not None
-            upto, batch = await self._async_fetch(work, self._position)
+            upto, batch = await self._async_fetch(work, position)
             for _txid, event in batch:
                 yield event
-            self._position = self._position.advance(upto, batch, self.batch_size)
+            position = self._position = position.advance(upto, batch, self.batch_size)
             if len(batch) < self.batch_size or self.closed:
                 return
 
@@ -401,9 +402,7 @@ class Subscription:
         return upto, self._sql.read_batch(await cursor.fetchall())
 
     async def _async_current_snapshot(self, work: psycopg.AsyncConnection[Any]) -> str:
-        row = await (await work.execute(CURRENT_SNAPSHOT)).fetchone()
-        assert row is not None
-        return str(row[0])
+        return _snapshot(await (await work.execute(CURRENT_SNAPSHOT)).fetchone())
 
     async def _async_start_position(self, work: psycopg.AsyncConnection[Any]) -> Position:
         snapshot = None if self.since is not None else await self._async_current_snapshot(work)
@@ -424,6 +423,12 @@ class Subscription:
         if not heard:
             raise PermanentError(LISTEN_UNHEARD)
         await bell.execute(unlisten(channel))
+
+
+def _snapshot(row: tuple[Any, ...] | None) -> str:
+    if row is None:  # a SELECT of one value answers one row; a proxy that says otherwise is not PostgreSQL
+        raise ConnectionFailed("cannot read the current snapshot: the server answered no row")
+    return str(row[0])
 
 
 def subscribe(dsn: str, *, group: str | None = None, since: int | None = None, settings: Settings | None = None,

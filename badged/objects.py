@@ -17,9 +17,7 @@ from badged.own_schema import BadgeRow
 
 # pg_trigger.tgtype bits (src/include/catalog/pg_trigger.h)
 TRIGGER_ROW = 1
-TRIGGER_BEFORE = 2
 TRIGGER_EVENT_BITS = {"insert": 4, "delete": 8, "update": 16}
-TRIGGER_INSTEAD = 64
 
 
 @dataclass(frozen=True)

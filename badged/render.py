@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from enum import StrEnum
 
 from psycopg import sql
 
@@ -34,8 +35,21 @@ from badged.routines import UNKNOWN, Routines
 from badged.settings import Settings
 from badged.spec import MAX_IDENTIFIER_BYTES, Badge
 
-#: The trigger kinds: the event, and for updates whether the trigger filters on columns.
-UPDATE_OF = "update_of"
+
+class TriggerKind(StrEnum):
+    """Which of a table's triggers checks a badge: its event's, or the column-filtered update trigger."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    #: ``AFTER UPDATE OF <columns> … WHEN``: update badges whose condition reads only columns of NEW
+    UPDATE_OF = "update_of"
+
+    @property
+    def event(self) -> Event:
+        return Event.UPDATE if self is TriggerKind.UPDATE_OF else Event(self.value)
+
+
 
 
 def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settings,
@@ -45,7 +59,7 @@ def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settin
     *routines* is what the database says the conditions' functions are (``catalog.read_routines``);
     without it nothing is known to be an aggregate, so no scan is shared.
     """
-    groups: dict[tuple[str, str, str], tuple[Table, list[Badge]]] = {}
+    groups: dict[tuple[str, str, TriggerKind], tuple[Table, list[Badge]]] = {}
     rows = []
     for badge in badges:
         table = tables[str(badge.table)]
@@ -62,14 +76,14 @@ def render(badges: tuple[Badge, ...], tables: dict[str, Table], settings: Settin
     return Desired(tuple(functions), tuple(triggers), tuple(rows))
 
 
-def trigger_kind(badge: Badge) -> str:
+def trigger_kind(badge: Badge) -> TriggerKind:
     """Which of its table's triggers checks *badge*: its event, or ``update_of`` for column-filtered updates."""
     if badge.event is Event.UPDATE and badge.condition.new_row_only and badge.condition.new_columns:
-        return UPDATE_OF
-    return badge.event.value
+        return TriggerKind.UPDATE_OF
+    return TriggerKind(badge.event.value)
 
 
-def object_name(settings: Settings, table: Table, kind: str) -> str:
+def object_name(settings: Settings, table: Table, kind: TriggerKind) -> str:
     """``<prefix><schema>$<table>$<kind>``, or a digest of the table when that would not fit 63 bytes."""
     readable = f"{settings.prefix}{table.schema}${table.name}${kind}"
     if len(readable.encode()) <= MAX_IDENTIFIER_BYTES:
@@ -78,7 +92,7 @@ def object_name(settings: Settings, table: Table, kind: str) -> str:
     return f"{settings.prefix}{digest}${kind}"
 
 
-def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings: Settings,
+def render_function(badges: tuple[Badge, ...], table: Table, kind: TriggerKind, settings: Settings,
                     routines: Routines = UNKNOWN) -> FunctionDef:
     # Rendering is pure and the daemon re-renders the same badges on every resync: remember
     # recent results (columns and schema writers are part of the key: Table compares without them).
@@ -87,10 +101,11 @@ def render_function(badges: tuple[Badge, ...], table: Table, kind: str, settings
 
 @functools.lru_cache(maxsize=512)
 def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Column, ...],
-                     _writers: tuple[str, ...], kind: str, settings: Settings, routines: Routines) -> FunctionDef:
+                     _writers: tuple[str, ...], kind: TriggerKind, settings: Settings, routines: Routines
+                     ) -> FunctionDef:
     name = object_name(settings, table, kind)
-    event = Event.UPDATE if kind == UPDATE_OF else Event(kind)
-    body, probes = compile_body(badges, BodyContext(settings, table, name, event, kind == UPDATE_OF, routines))
+    body, probes = compile_body(badges, BodyContext(settings, table, name, kind.event, kind is TriggerKind.UPDATE_OF,
+                                                    routines))
     return FunctionDef(
         schema=settings.schema,
         name=name,
@@ -101,10 +116,10 @@ def _render_function(badges: tuple[Badge, ...], table: Table, _columns: tuple[Co
     )
 
 
-def render_trigger(badges: tuple[Badge, ...], table: Table, kind: str, function: FunctionDef) -> TriggerDef:
+def render_trigger(badges: tuple[Badge, ...], table: Table, kind: TriggerKind, function: FunctionDef) -> TriggerDef:
     columns: tuple[str, ...] = ()
     when: str | None = None
-    if kind == UPDATE_OF:
+    if kind is TriggerKind.UPDATE_OF:
         # Every condition here is a pure function of these columns of NEW: if none of
         # them changed, there is nothing new to decide. UPDATE OF skips the trigger for
         # statements that do not set them; WHEN skips rows where they kept their value

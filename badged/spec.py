@@ -90,18 +90,6 @@ class Badge:
     user_field: str
     condition: Condition
 
-    @property
-    def spec(self) -> dict[str, str]:
-        """The badge as badge.json would write it (conditions as written)."""
-        return {
-            "name": self.name,
-            "code": self.code,
-            "condition": self.condition.written,
-            "trigger_condition": self.event.value,
-            "trigger_table": str(self.table),
-            "user_field": self.user_field,
-        }
-
 
 def load_badges(path: Path, *, prefix: str, allow_empty: bool = False, schema: str | None = None
                 ) -> tuple[Badge, ...]:

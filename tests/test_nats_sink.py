@@ -30,7 +30,7 @@ from nats.js.api import StreamConfig
 
 from badged.errors import ConfigError, TemporaryError
 from badged.events import AwardEvent
-from badged.sinks import Delivery, Sink, Verdict
+from badged.sinks import Delivery, Sink, Verdict, nats_url
 from badged.sinks import nats as nats_sink
 from badged.sinks.nats import NatsOptions, NatsSink, parse_url
 
@@ -180,7 +180,7 @@ def test_stream_is_created_when_missing(names: Names) -> None:
     with_sink(names.url, lambda sink: asyncio.sleep(0))
     config = with_js(names.server, lambda js: js.stream_info(names.stream)).config
     assert config.subjects == [names.subject]
-    assert config.duplicate_window == nats_sink.DEFAULT_DUPLICATE_WINDOW_S
+    assert config.duplicate_window == nats_url.DEFAULT_DUPLICATE_WINDOW_S
 
 
 @needs_nats
