@@ -16,8 +16,8 @@ from badged.own_schema import AWARD_TABLE
 from badged.settings import Settings
 
 
-def award_table(settings: Settings) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
+def award_table(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.schema, AWARD_TABLE)
 
 
 def notify_payload(award_id: sql.Composable, badge: sql.Composable, user: sql.Composable,

@@ -121,7 +121,7 @@ def _each_badge(dsn: str, badges: Sequence[Badge], tables: dict[str, Table], set
 def candidates_sql(badge: Badge, table: Table, settings: Settings, *,
                    rows: str = "ctid = ANY(%(ctids)s::tid[])") -> sql.Composed:
     """The users of the given rows who do not hold *badge* and whose rows meet its condition now."""
-    award = sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(AWARD_TABLE))
+    award = sql.Identifier(settings.schema, AWARD_TABLE)
     old = sql.SQL(', LATERAL (SELECT "new".*) AS "old"') if badge.event is Event.UPDATE else sql.SQL("")
     return sql.SQL("""
         SELECT DISTINCT ("new".{user_field})::text

@@ -50,7 +50,7 @@ def defer_undecided(readers: list[str], *, indent: int) -> sql.Composed:
 def recheck_insert(context: BodyContext, *, indent: int) -> sql.Composed:
     """Write what was deferred, with the changed row, to ``<schema>.recheck`` for ``badged run``."""
     return block(_RECHECK_INSERT, indent).format(
-        recheck=sql.SQL("{}.{}").format(sql.Identifier(context.settings.schema), sql.Identifier(RECHECK_TABLE)),
+        recheck=sql.Identifier(context.settings.schema, RECHECK_TABLE),
         table=sql.Literal(context.table.display), event=sql.Literal(context.event.value),
         new_row=sql.SQL("NEW::text" if context.event is not Event.DELETE else "NULL"),
         old_row=sql.SQL("OLD::text" if context.event is not Event.INSERT else "NULL"))

@@ -43,8 +43,8 @@ class Table:
     schema_writers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
-    def qualified(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+    def qualified(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
 
     @property
     def display(self) -> str:
@@ -138,8 +138,8 @@ class FunctionDef:
         return comment_for(self.badges, self.digest)
 
     @property
-    def qualified(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+    def qualified(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
 
     def create(self) -> list[Statement]:
         tag = _dollar_tag(self.body)

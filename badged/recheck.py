@@ -131,8 +131,8 @@ def pending(conn: psycopg.Connection[Any], settings: Settings) -> tuple[int, flo
     return (int(row[0]), float(row[1]) if row[1] is not None else None) if row else (0, None)
 
 
-def _table(settings: Settings) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(settings.schema), sql.Identifier(RECHECK_TABLE))
+def _table(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.schema, RECHECK_TABLE)
 
 
 def _fetch(conn: psycopg.Connection[Any], settings: Settings, after: int, limit: int) -> list[_Entry]:
