@@ -32,7 +32,7 @@ from badged.version import __version__
 
 if TYPE_CHECKING:
     from badged.backfill import Progress
-    from badged.daemon import SinkSpec
+    from badged.sink_tasks import SinkSpec
 
 #: the names tests use (``cli._settings``, ``cli._SETTING_OF_FLAG``), now defined in ``cli_args``
 __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "_SETTING_OF_FLAG", "_settings", "build_parser", "main", "run"]
@@ -271,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sinks(args: argparse.Namespace) -> tuple[SinkSpec, ...]:
     """The sinks of ``badged run``, each checked now (a bad URL or secret file fails the start, not the sink)."""
-    from badged.daemon import SinkSpec
+    from badged.sink_tasks import SinkSpec
 
     sinks = []
     if args.webhook:

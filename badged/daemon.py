@@ -57,9 +57,7 @@ import psycopg
 from badged.backoff import Backoff
 from badged.db import connect, describe
 from badged.errors import BadgedError, Cause, PermanentError, SourceError, SpecError, TemporaryError, describe_error
-from badged.forwarder import Forwarder
 from badged.health import Health, HealthServer
-from badged.listen import Subscription
 from badged.logs import get_logger
 from badged.metrics import Metrics
 from badged.plan import Outcome
@@ -67,7 +65,7 @@ from badged.recheck import Drained, RecheckWorker
 from badged.reconcile import reconcile
 from badged.reconcile_worker import Abandoned, ReconcileWorker
 from badged.settings import Settings
-from badged.sinks import Sink
+from badged.sink_tasks import SinkSpec, SinkTasks
 from badged.sources import Source
 from badged.spec import Badge, parse_badges
 from badged.supervisor import Supervisor
@@ -78,10 +76,6 @@ log = get_logger("badged.daemon")
 STALL_SLACK_S = 5.0
 #: After a lock timeout, the backoff starts at this many lock_timeouts (each try queues app writes that long).
 LOCK_BACKOFF_FACTOR = 4.0
-#: Awards a sink's forwarder reads per query (its batch: the position advances when all are delivered or parked).
-SINK_BATCH = 100
-#: On shutdown, how long the forwarders may finish the event in hand before they are cancelled.
-SINK_STOP_GRACE_S = 0.5
 
 
 class Wake(StrEnum):
@@ -95,15 +89,6 @@ class Wake(StrEnum):
     #: the backoff after a failure ended
     RETRY = "retry"
     STOP = "stop"
-
-
-@dataclass(frozen=True)
-class SinkSpec:
-    """A sink ``badged run`` feeds: its task's name (``webhook``, ``nats``), its consumer group, and how to make it."""
-
-    name: str
-    group: str
-    make: Callable[[], Sink]
 
 
 @dataclass(frozen=True)
@@ -157,7 +142,7 @@ class Daemon:
         self._supervisor = Supervisor(self.health, self.metrics, self._stop)
         self._server: HealthServer | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._forwarders: dict[str, tuple[Forwarder, asyncio.Task[None]]] = {}
+        self._sinks = SinkTasks(options.dsn, options.settings, self.metrics, stopping=self._stop.is_set)
         self._recheck: _Recheck | None = None
         self._badges: tuple[Badge, ...] = ()
         self.health.add_check("reconcile", self._worker.stalled)
@@ -213,7 +198,7 @@ class Daemon:
             tasks.append(self._watcher)
         with contextlib.suppress(Exception):
             await asyncio.wait(tasks, timeout=1.0)
-        await self._stop_forwarders()
+        await self._sinks.stop()
         recheck, server = self._recheck, self._server
         steps: list[Callable[[], None]] = []
         if recheck is not None:
@@ -350,11 +335,11 @@ class Daemon:
     def _start_background(self, badges: tuple[Badge, ...]) -> None:
         self._badges = badges
         for spec in self.options.sinks:
-            if spec.name not in self._forwarders:
-                self._restart_sink(spec)
+            if spec.name not in self._sinks:
+                self._sinks.start(spec)
                 # restarted: its position lives in the consumer group; the batch in hand is sent again
-                self._supervisor.supervise(spec.name, functools.partial(self._sink_failure, spec.name),
-                                           functools.partial(self._restart_sink, spec))
+                self._supervisor.supervise(spec.name, functools.partial(self._sinks.failure, spec.name),
+                                           functools.partial(self._sinks.start, spec))
         if self._recheck is None:
             self._restart_recheck()  # with self._badges, set above
             # restarted: every pass reads the recheck table anew
@@ -362,37 +347,6 @@ class Daemon:
                                        self._restart_recheck)
         else:
             self._recheck.use(badges)
-
-    def _restart_sink(self, spec: SinkSpec) -> None:
-        subscription = Subscription(self.options.dsn, group=spec.group, settings=self.options.settings,
-                                    batch_size=SINK_BATCH)
-        forwarder = Forwarder(subscription, spec.make(), self.metrics)
-        task = asyncio.create_task(forwarder.run(), name=f"badged-sink-{spec.name}")
-        self._forwarders[spec.name] = forwarder, task
-
-    def _sink_failure(self, name: str) -> BaseException | None:
-        _forwarder, task = self._forwarders[name]
-        if not task.done() or self._stop.is_set():
-            return None
-        if task.cancelled():
-            return RuntimeError(f"the {name} forwarder was cancelled")
-        return task.exception() or RuntimeError(f"the {name} forwarder ended")
-
-    async def _stop_forwarders(self) -> None:
-        """Let each forwarder finish its batch for a moment (SINK_STOP_GRACE_S: then its position is saved), then
-        cancel it: a batch left unfinished rolls back and is sent again by the next badged (the sinks' idempotency
-        keys make that harmless)."""
-        tasks = []
-        for forwarder, task in self._forwarders.values():
-            forwarder.close()
-            tasks.append(task)
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=SINK_STOP_GRACE_S)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=SINK_STOP_GRACE_S)
 
     def _restart_recheck(self) -> None:
         options = self.options
