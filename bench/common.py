@@ -10,6 +10,7 @@ ratios.
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import subprocess
 import sys
@@ -150,3 +151,17 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> float:
 
 def progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def welcome_database(admin_dsn: str, name: str, workdir: Path) -> str:
+    """A new database *name* with a ``signup`` table whose every row earns ``welcome``, reconciled; its DSN."""
+    dsn = create_database(admin_dsn, name)
+    badges = workdir / f"{name}-badge.json"
+    badges.write_text(json.dumps([{"name": "Welcome", "code": "welcome", "condition": "true",
+                                   "trigger_condition": "insert", "trigger_table": "signup",
+                                   "user_field": "user_id"}]))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE signup (user_id bigint NOT NULL)")
+    subprocess.run([sys.executable, "-m", "badged", "reconcile", "--badges", str(badges), "--dsn", dsn,
+                    "--log-level", "warning"], check=True, stdout=subprocess.DEVNULL)
+    return dsn

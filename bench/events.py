@@ -17,7 +17,6 @@ new row earns, runs ``badged listen`` as a real subprocess, and measures:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import IO
 
 import psycopg
 
-from bench.common import SCALES, Row, Scale, create_database, embedded_server, progress, table_text
+from bench.common import SCALES, Row, Scale, embedded_server, progress, table_text, welcome_database
 
 
 def main() -> int:
@@ -45,15 +44,7 @@ def main() -> int:
 
 
 def measure(admin_dsn: str, scale: Scale, workdir: Path) -> list[Row]:
-    dsn = create_database(admin_dsn, "bench_events")
-    badges = workdir / "events-badge.json"
-    badges.write_text(json.dumps([{"name": "Welcome", "code": "welcome", "condition": "true",
-                                   "trigger_condition": "insert", "trigger_table": "signup",
-                                   "user_field": "user_id"}]))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE signup (user_id bigint NOT NULL)")
-    subprocess.run([sys.executable, "-m", "badged", "reconcile", "--badges", str(badges), "--dsn", dsn,
-                    "--log-level", "warning"], check=True, stdout=subprocess.DEVNULL)
+    dsn = welcome_database(admin_dsn, "bench_events", workdir)
     progress(f"event latency, {scale.latency_rounds} awards")
     latencies = measure_latency(dsn, scale.latency_rounds)
     progress(f"event catch-up and sustained rate, {scale.backlog} awards")

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from badged.listen import Subscription
 from badged.sinks import Sink
 from badged.sinks.nats import NatsSink
 from badged.sinks.webhook import WebhookSink, new_secret
-from bench.common import SCALES, Row, Scale, create_database, embedded_server, progress, table_text
+from bench.common import SCALES, Row, Scale, embedded_server, progress, table_text, welcome_database
 from bench.webhook_sink import _asyncio_receiver
 
 NATS = ("127.0.0.1", 4222)
@@ -53,15 +51,7 @@ def main() -> int:
 
 def measure(admin_dsn: str, scale: Scale, workdir: Path, awards: int | None = None) -> list[Row]:
     count = awards or min(scale.backlog, MOST_AWARDS)
-    dsn = create_database(admin_dsn, "bench_sinks")
-    badges = workdir / "sinks-badge.json"
-    badges.write_text(json.dumps([{"name": "Welcome", "code": "welcome", "condition": "true",
-                                   "trigger_condition": "insert", "trigger_table": "signup",
-                                   "user_field": "user_id"}]))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE signup (user_id bigint NOT NULL)")
-    subprocess.run([sys.executable, "-m", "badged", "reconcile", "--badges", str(badges), "--dsn", dsn,
-                    "--log-level", "warning"], check=True, stdout=subprocess.DEVNULL)
+    dsn = welcome_database(admin_dsn, "bench_sinks", workdir)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO signup SELECT generate_series(1, %s)", (count,))
     progress(f"webhook sink, {count} awards")

@@ -140,3 +140,11 @@ def capture_logs(logger: str = "badged") -> Iterator[LogRecorder]:
     finally:
         target.removeHandler(recorder)
         target.setLevel(saved)
+
+
+def welcome_on_signup(dsn: str) -> str:
+    """A ``signup`` table whose every row earns ``welcome`` (reconciled); *dsn* again."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE signup (user_id int NOT NULL)")
+    apply(dsn, [badge("welcome", "true", table="signup")])
+    return dsn

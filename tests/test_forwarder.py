@@ -21,7 +21,7 @@ from badged.forwarder import Forwarder
 from badged.listen import Subscription
 from badged.metrics import Metrics
 from badged.sinks import Delivery
-from tests.helpers import apply, badge
+from tests.helpers import welcome_on_signup
 
 Script = Callable[[AwardEvent, int], Delivery]
 
@@ -54,10 +54,7 @@ class ScriptedSink:
 
 @pytest.fixture
 def signup(dsn: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE signup (user_id int NOT NULL)")
-    apply(dsn, [badge("welcome", "true", table="signup")])
-    return dsn
+    return welcome_on_signup(dsn)
 
 
 def sign_up(dsn: str, *users: int) -> None:

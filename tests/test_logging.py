@@ -14,7 +14,7 @@ import pytest
 
 from badged.log_output import configure_logging
 from badged.logs import get_logger
-from tests.helpers import apply, badge
+from tests.helpers import welcome_on_signup
 
 APP_SCRIPT = textwrap.dedent("""
     import sys, logging
@@ -33,12 +33,7 @@ APP_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture
 def signup(dsn: str) -> str:
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE signup (user_id int NOT NULL)")
-    apply(dsn, [badge("welcome", "true", table="signup")])
-    return dsn
+    return welcome_on_signup(dsn)
 
 
 def _app(dsn: str, mode: str) -> subprocess.CompletedProcess[str]:
