@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import psycopg
 from badged.cli_args import EXIT_OK, Parser, setting, settings_of
 from badged.db import connect, resolve_dsn
 from badged.errors import ConfigError
+from badged.output import parked_json, parked_text, replay_text
 
 if TYPE_CHECKING:
     from badged.parking import ParkingStatements
@@ -44,16 +45,7 @@ def add_events_commands(commands: argparse._SubParsersAction[Parser], database: 
 def _events_parked(args: argparse.Namespace) -> int:
     with _parking(args) as (conn, statements):
         parked = statements.read_listing(conn.execute(*statements.listing(args.group, args.limit)).fetchall())
-    if args.output == "json":
-        print(json.dumps([event.as_dict() for event in parked], indent=2))
-        return EXIT_OK
-    for event in parked:
-        replay = " (replay asked)" if event.replay_requested_at else ""
-        print(f"{event.group}  award {event.award_id}  {event.badge} for {event.user_id}  via {event.sink}: "
-              f"{event.reason}  x{event.attempts}, since {event.parked_at:%Y-%m-%d %H:%M:%S %Z}{replay}")
-        if event.response:
-            print(f"    answer: {' '.join(event.response.split())[:200]}")
-    print(f"{len(parked)} parked" + (f" in group {args.group}" if args.group else ""))
+    _show(parked_json(parked) if args.output == "json" else parked_text(parked, args.group))
     return EXIT_OK
 
 
@@ -62,11 +54,13 @@ def _events_replay(args: argparse.Namespace) -> int:
         raise ConfigError("say which parked events to send again: --award ID (repeatable) or --all")
     with _parking(args) as (conn, statements):
         marked = conn.execute(*statements.request_replay(args.group, None if args.all else args.award)).fetchall()
-    groups = sorted({str(row[0]) for row in marked})
-    print(f"{len(marked)} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}"
-                                                              if groups else "")
-          + ("; `badged run` sends them within seconds" if marked else ""))
+    _show(replay_text(len(marked), sorted({str(row[0]) for row in marked})))
     return EXIT_OK
+
+
+def _show(text: str) -> None:
+    """The command's result on stdout (logs go to stderr)."""
+    sys.stdout.write(text + "\n")
 
 
 @contextlib.contextmanager
@@ -87,5 +81,5 @@ def _parking(args: argparse.Namespace) -> Iterator[tuple[psycopg.Connection[Any]
 def _events_secret(args: argparse.Namespace) -> int:
     from badged.sinks.webhook import new_secret
 
-    print(new_secret())
+    _show(new_secret())
     return EXIT_OK

@@ -6,6 +6,7 @@ import json
 import textwrap
 from typing import Any
 
+from badged.parking import ParkedEvent
 from badged.plan import Action, Outcome, Plan, Step
 
 
@@ -65,3 +66,27 @@ def _plan_dict(plan: Plan, badges: int) -> dict[str, Any]:
 
 def _step_line(step: Step) -> str:
     return f"  {step.action.symbol} {step.kind} {step.name}  ({step.reason})"
+
+
+def parked_text(parked: list[ParkedEvent], group: str | None) -> str:
+    """``badged events parked``: one line per event (and the start of the answer), then the count."""
+    lines = []
+    for event in parked:
+        replay = " (replay asked)" if event.replay_requested_at else ""
+        lines.append(f"{event.group}  award {event.award_id}  {event.badge} for {event.user_id}  via {event.sink}: "
+                     f"{event.reason}  x{event.attempts}, since {event.parked_at:%Y-%m-%d %H:%M:%S %Z}{replay}")
+        if event.response:
+            lines.append(f"    answer: {' '.join(event.response.split())[:200]}")
+    lines.append(f"{len(parked)} parked" + (f" in group {group}" if group else ""))
+    return "\n".join(lines)
+
+
+def parked_json(parked: list[ParkedEvent]) -> str:
+    return json.dumps([event.as_dict() for event in parked], indent=2)
+
+
+def replay_text(marked: int, groups: list[str]) -> str:
+    """``badged events replay``: how many were marked, for which groups' sinks."""
+    return (f"{marked} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}" if groups
+                                                           else "")
+            + ("; `badged run` sends them within seconds" if marked else ""))

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from badged.errors import ConfigError
+from badged.errors import ConfigError, describe_error
 from badged.events import AwardEvent
 from badged.logs import get_logger
 from badged.sinks import EXCERPT_CHARS, Delivery
@@ -157,7 +157,7 @@ class WebhookSink:
         except TimeoutError:
             return Delivery.retry(f"no complete answer within {self.timeout:g} s")
         except _TRANSIENT_ERRORS as exc:
-            return Delivery.retry(_error_reason(exc))
+            return Delivery.retry(describe_error(exc))
 
     def _headers(self, event: AwardEvent, body: bytes) -> dict[str, str]:
         """The headers of one attempt: signed now, so that each retry carries a fresh timestamp."""
@@ -246,12 +246,6 @@ def _decode(response: httpx.Response, body: bytearray) -> str | None:
         return bytes(body[:_EXCERPT_BYTES]).decode(encoding, errors="replace")
     except LookupError:  # a charset Python does not know
         return bytes(body[:_EXCERPT_BYTES]).decode("utf-8", errors="replace")
-
-
-def _error_reason(exc: httpx.HTTPError) -> str:
-    """``ConnectError: [Errno 111] Connection refused``, or ``ReadTimeout``: the class says which stage failed."""
-    detail = str(exc)  # empty for httpx's timeouts under asyncio
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _describe(url: str) -> str:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from badged.backoff import Backoff
-from badged.errors import ConfigError, SourceError
+from badged.errors import ConfigError, SourceError, describe_error
 from badged.logs import get_logger
 from badged.settings import DEFAULT_KEY, parse_reference
 
@@ -66,7 +66,7 @@ def load_kube_config() -> SingleConfig:
         config = KubeConfig.from_env().get()
     except Exception as exc:  # lightkube's ConfigError, a KeyError or a YAML error: all mean "no usable config"
         raise ConfigError("--configmap: no usable Kubernetes configuration (not in a cluster, and KUBECONFIG or "
-                          f"~/.kube/config cannot be used): {_describe(exc)}") from None
+                          f"~/.kube/config cannot be used): {describe_error(exc)}") from None
     if config is None:  # only when get() is given a default; kept for the type checker
         raise ConfigError("--configmap: the Kubernetes configuration has no current context")
     return config
@@ -102,7 +102,7 @@ class ConfigMapSource:
         try:
             source._client = source._new_client()
         except Exception as exc:  # e.g. a context without a user, an unreadable CA file
-            raise ConfigError(f"--configmap: cannot use the Kubernetes configuration: {_describe(exc)}") from None
+            raise ConfigError(f"--configmap: cannot use the Kubernetes configuration: {describe_error(exc)}") from None
         return source
 
     @property
@@ -138,7 +138,8 @@ class ConfigMapSource:
             raise SourceError(f"{where}: the Kubernetes API at {self.server} answered {exc.status.code}: "
                               f"{exc.status.message or exc.status.reason}") from None
         except Exception as exc:  # connection refused, timeout, TLS: the httpx flavour depends on lightkube's version
-            raise SourceError(f"{where}: cannot reach the Kubernetes API at {self.server}: {_describe(exc)}") from None
+            raise SourceError(f"{where}: cannot reach the Kubernetes API at {self.server}: "
+                              f"{describe_error(exc)}") from None
         return self.snapshot_of(obj)
 
     def snapshot_of(self, obj: ConfigMap | None) -> Snapshot:
@@ -251,7 +252,7 @@ class _Follower:
                 return delay
             delay = self.backoff.next_delay()
             log.warning("source.watch_error", source=description, server=self.source.server,
-                        error=_describe(exc), status=status, retry_in=round(delay, 2),
+                        error=describe_error(exc), status=status, retry_in=round(delay, 2),
                         resume_from=self.resource_version)
             return delay
         return 0.0
@@ -309,11 +310,6 @@ def _status_code(exc: Exception) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None) if response is not None else None
     return code if isinstance(code, int) else None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _http_timeout(seconds: float) -> Any:
