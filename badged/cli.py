@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from badged.catalog import own_table_exists
-from badged.cli_args import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Parser, badges_of, setting, settings_of
+from badged.cli_args import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Parser, add_setting, badges_of, setting, settings_of
 from badged.cli_args import SETTING_OF_FLAG as _SETTING_OF_FLAG
 from badged.cli_args import settings_of as _settings
 from badged.cli_events import add_events_commands
@@ -41,11 +41,8 @@ __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "_SETTING_OF_FLAG", "_settin
 def _spec_options() -> Parser:
     common = Parser(add_help=False)
     group = common.add_argument_group("badge.json")
-    group.add_argument("--badges", **setting("badges"), metavar="PATH",
-                       help="badge.json to read (env BADGED_BADGES; default ./badge.json)")
-    group.add_argument("--prefix", **setting("prefix"),
-                       help="prefix of every trigger and function badged manages (env BADGED_PREFIX; "
-                            "default badged_)")
+    add_setting(group, "badges", "badge.json to read", metavar="PATH", default="./badge.json")
+    add_setting(group, "prefix", "prefix of every trigger and function badged manages", default="badged_")
     group.add_argument("--allow-empty", action="store_const", const=True, dest="allow_empty", default=None,
                        help="accept an empty badge list, which drops every badge (env BADGED_ALLOW_EMPTY: "
                             "true/false, 1/0, yes/no, on/off)")
@@ -59,10 +56,9 @@ def _spec_options() -> Parser:
 def _logging_options() -> Parser:
     common = Parser(add_help=False)
     logging = common.add_argument_group("logging")
-    logging.add_argument("--log-level", **setting("log_level"), metavar="{debug,info,warning,error}",
-                         help="(env BADGED_LOG_LEVEL; default info)")
-    logging.add_argument("--log-format", **setting("log_format"), metavar="{auto,json,console}",
-                         help="auto: console on a terminal, else JSON (env BADGED_LOG_FORMAT; default auto)")
+    add_setting(logging, "log_level", "", metavar="{debug,info,warning,error}", default="info")
+    add_setting(logging, "log_format", "auto: console on a terminal, else JSON", metavar="{auto,json,console}",
+                default="auto")
     return common
 
 
@@ -75,18 +71,13 @@ def _database_options() -> Parser:
     group.add_argument("--dsn", **setting("dsn"),
                        help="PostgreSQL connection string (env BADGED_DSN, else DATABASE_URL, else libpq's PG* "
                             "variables)")
-    group.add_argument("--schema", **setting("schema"),
-                       help="schema for badged's tables and functions (env BADGED_SCHEMA; default badged)")
-    group.add_argument("--channel", **setting("channel"),
-                       help="NOTIFY channel for new awards (env BADGED_CHANNEL; default badge_earned)")
-    group.add_argument("--lock-timeout", **setting("lock_timeout"), metavar="DURATION",
-                       help=f"give up on a busy table after this long, {_DURATION_HELP} (env BADGED_LOCK_TIMEOUT; "
-                            "default 3s)")
-    group.add_argument("--statement-timeout", **setting("statement_timeout"),
-                       metavar="DURATION", help="on every connection badged opens; also how long a reconcile waits "
-                                                "for another one (env BADGED_STATEMENT_TIMEOUT; default 60s)")
-    group.add_argument("--output", **setting("output"), metavar="{text,json}",
-                       help="(env BADGED_OUTPUT; default text)")
+    add_setting(group, "schema", "schema for badged's tables and functions", default="badged")
+    add_setting(group, "channel", "NOTIFY channel for new awards", default="badge_earned")
+    add_setting(group, "lock_timeout", f"give up on a busy table after this long, {_DURATION_HELP}",
+                metavar="DURATION", default="3s")
+    add_setting(group, "statement_timeout", "on every connection badged opens; also how long a reconcile waits "
+                "for another one", metavar="DURATION", default="60s")
+    add_setting(group, "output", "", metavar="{text,json}", default="text")
     return common
 
 
@@ -114,35 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[spec, database, logs],
                               help="keep reconciling: watch badge.json (file or ConfigMap), resync, serve probes")
     source = run.add_argument_group("daemon")
-    source.add_argument("--configmap", **setting("configmap"), metavar="NAMESPACE/NAME[:KEY]",
-                        help="read badge.json from this ConfigMap through the Kubernetes API instead of --badges "
-                             "(key default badge.json; needs badged[k8s]; env BADGED_CONFIGMAP)")
-    source.add_argument("--resync", **setting("resync"), metavar="DURATION",
-                        help="reconcile this often even without a change, repairing drift "
-                             "(env BADGED_RESYNC; default 60s)")
-    source.add_argument("--recheck-interval", **setting("recheck_interval"),
-                        metavar="DURATION",
-                        help="finish the badge checks triggers deferred (a concurrent check of the same user) this "
-                             "often (env BADGED_RECHECK_INTERVAL; default 1s)")
-    source.add_argument("--http", **setting("http"), metavar="ADDR",
-                        help="serve /healthz, /readyz and /metrics here; empty disables "
-                             "(env BADGED_HTTP; default :8080)")
+    add_setting(source, "configmap", "read badge.json from this ConfigMap through the Kubernetes API instead of "
+                "--badges (key default badge.json; needs badged[k8s])", metavar="NAMESPACE/NAME[:KEY]")
+    add_setting(source, "resync", "reconcile this often even without a change, repairing drift",
+                metavar="DURATION", default="60s")
+    add_setting(source, "recheck_interval", "finish the badge checks triggers deferred (a concurrent check of the "
+                "same user) this often", metavar="DURATION", default="1s")
+    add_setting(source, "http", "serve /healthz, /readyz and /metrics here; empty disables", metavar="ADDR",
+                default=":8080")
     hook = run.add_argument_group("event sinks (README, Events)")
-    hook.add_argument("--webhook", **setting("webhook"), metavar="URL",
-                      help="POST every badge-earned event here, at least once, signed as Standard Webhooks do "
-                           "(env BADGED_WEBHOOK)")
-    hook.add_argument("--webhook-secret-file", **setting("webhook_secret_file"),
-                      metavar="PATH",
-                      help="the signing secret, whsec_... (`badged events secret` makes one) "
-                           "(env BADGED_WEBHOOK_SECRET_FILE; required with --webhook)")
-    hook.add_argument("--webhook-group", **setting("webhook_group"), metavar="NAME",
-                      help="consumer group holding the webhook's position (env BADGED_WEBHOOK_GROUP; "
-                           "default webhook)")
-    hook.add_argument("--sink", **setting("sink"), metavar="nats://HOST:PORT/SUBJECT",
-                      help="publish every badge-earned event to NATS JetStream, at least once, de-duplicated by "
-                           "Nats-Msg-Id (env BADGED_SINK)")
-    hook.add_argument("--sink-group", **setting("sink_group"), metavar="NAME",
-                      help="consumer group holding the --sink's position (env BADGED_SINK_GROUP; default nats)")
+    add_setting(hook, "webhook", "POST every badge-earned event here, at least once, signed as Standard Webhooks do",
+                metavar="URL")
+    add_setting(hook, "webhook_secret_file", "the signing secret, whsec_... (`badged events secret` makes one; "
+                "required with --webhook)", metavar="PATH")
+    add_setting(hook, "webhook_group", "consumer group holding the webhook's position", metavar="NAME",
+                default="webhook")
+    add_setting(hook, "sink", "publish every badge-earned event to NATS JetStream, at least once, de-duplicated by "
+                "Nats-Msg-Id", metavar="nats://HOST:PORT/SUBJECT")
+    add_setting(hook, "sink_group", "consumer group holding the --sink's position", metavar="NAME", default="nats")
     run.set_defaults(handler=_run)
 
     recheck = commands.add_parser("recheck", parents=[spec, database, logs],

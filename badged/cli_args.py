@@ -49,6 +49,16 @@ def setting(dest: str) -> dict[str, Any]:
     return {"dest": dest, "default": None}
 
 
+def add_setting(group: Any, dest: str, help: str, *, metavar: str | None = None, default: str | None = None) -> None:
+    """Add the flag ``--dest-with-dashes`` overriding a BADGED_* setting; its help ends "(env VAR; default D)".
+
+    The variable's name is taken from ``SETTING_OF_FLAG``, so the help cannot name another one.
+    """
+    tail = f"env {SETTING_OF_FLAG.get(dest, '?')}" + (f"; default {default}" if default else "")
+    group.add_argument(f"--{dest.replace('_', '-')}", **setting(dest), metavar=metavar,
+                       help=f"{help} ({tail})" if help else f"({tail})")
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     """The settings of the parsed *args* (after ``cli._use_options``)."""
     options: Options = args.options

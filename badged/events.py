@@ -14,10 +14,18 @@ the one that took id 11).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+
+def json_fields(record: Any) -> dict[str, Any]:
+    """A flat dataclass *record* as a dict JSON can hold: its fields in order, datetimes in ISO 8601."""
+    return {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in ((f.name, getattr(record, f.name)) for f in dataclasses.fields(record))}
+
 
 #: A snapshot in which no transaction is visible: "deliver everything".
 NOTHING_VISIBLE = "1:1:"
@@ -35,14 +43,7 @@ class AwardEvent:
     table: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "award_id": self.award_id,
-            "badge": self.badge,
-            "badge_name": self.badge_name,
-            "user_id": self.user_id,
-            "awarded_at": self.awarded_at.isoformat(),
-            "table": self.table,
-        }
+        return json_fields(self)
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), separators=(", ", ": "))

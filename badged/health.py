@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from badged.errors import ConfigError
 from badged.logs import get_logger
 from badged.metrics import Metrics
-from badged.settings import parse_address
+from badged.setting_values import parse_address
 
 log = get_logger("badged.health")
 

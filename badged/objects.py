@@ -122,8 +122,11 @@ class FunctionDef:
 
     schema: str
     name: str
+    #: codes of the badges it checks, recorded in its COMMENT
     badges: tuple[str, ...]
+    #: the plpgsql body ``render`` compiled
     body: str
+    #: pinned with ``SET search_path``: schemas only trusted roles can write to
     search_path: tuple[str, ...]
     #: queries of the body that PostgreSQL must be able to PREPARE (with NEW/OLD as empty rows):
     #: badged rewrites the conditions in them (shared scans), so they are checked like the conditions
@@ -173,7 +176,9 @@ class TriggerDef:
     table: Table
     badges: tuple[str, ...]
     event: Event
+    #: ``UPDATE OF`` these columns (update triggers); empty for any update or another event
     columns: tuple[str, ...]
+    #: the trigger's ``WHEN`` condition, when render could fold one out of the badges' conditions
     when: str | None
     function: FunctionDef
 

@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import sql
 
 from badged.event_sql import Statement
-from badged.events import AwardEvent
+from badged.events import AwardEvent, json_fields
 from badged.own_schema import AWARD_TABLE, BADGE_TABLE, PARKED_TABLE, tables_exist
 from badged.settings import Settings
 from badged.sinks import Delivery
@@ -42,12 +42,7 @@ class ParkedEvent:
     replay_requested_at: datetime | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group, "award_id": self.award_id, "badge": self.badge, "user_id": self.user_id,
-            "sink": self.sink, "status": self.status, "reason": self.reason, "response": self.response,
-            "attempts": self.attempts, "parked_at": self.parked_at.isoformat(),
-            "replay_requested_at": self.replay_requested_at.isoformat() if self.replay_requested_at else None,
-        }
+        return json_fields(self)
 
 
 class ParkingStatements:

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from psycopg import sql
 
-from badged.drift import DRIFTED, function_drift, trigger_drift
+from badged.drift import function_drift, trigger_drift
 from badged.errors import DatabaseMismatch, Problem
 from badged.marks import Statement, parse_comment, text
 from badged.objects import (
@@ -241,7 +241,7 @@ def _function_steps(desired: Desired, catalog: Catalog, changed: frozenset[str])
         drift = function_drift(function, found)
         if drift is None:
             continue
-        cause, reason, badges = (Cause.DRIFTED, drift, function.badges) if drift.startswith(DRIFTED) else \
+        cause, reason, badges = (Cause.DRIFTED, drift.reason, function.badges) if drift.by_hand else \
             _why_rewritten(function.badges, found.comment, changed)
         statements = function.create() + revoke_executors(function, found)
         if found.returns != "trigger" or found.language != "plpgsql":
@@ -294,8 +294,8 @@ def _trigger_steps(desired: Desired, catalog: Catalog, changed: frozenset[str]) 
         if drift is None:
             continue
         edited = tuple(code for code in trigger.badges if code in changed)
-        if drift.startswith(DRIFTED):
-            cause, reason, badges = Cause.DRIFTED, drift, trigger.badges
+        if drift.by_hand:
+            cause, reason, badges = Cause.DRIFTED, drift.reason, trigger.badges
         elif edited:
             cause, reason, badges = Cause.CHANGED, "badge changed in badge.json: " + ", ".join(edited), edited
         else:

@@ -40,26 +40,17 @@ as unset, except ``BADGED_HTTP``, where empty disables the HTTP server. Names ar
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import psycopg
-from psycopg import conninfo
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from badged import setting_values as values
 from badged.errors import ConfigError
 from badged.logs import LEVELS, LogFormat
-
-# \Z, not $: "$" also matches before a trailing newline, and "badged_\n" is another prefix.
-_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,30}\Z")
-_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True)
@@ -75,12 +66,12 @@ class Settings:
     allow_volatile: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if not _PREFIX.match(self.prefix):
+        if not values.PREFIX_PATTERN.match(self.prefix):
             raise ConfigError(
                 f"prefix {self.prefix!r} must be 1-31 lower-case letters, digits or '_', starting with a letter or '_'"
             )
         for what, value in (("schema", self.schema), ("channel", self.channel)):
-            if not _NAME.match(value):
+            if not values.NAME_PATTERN.match(value):
                 raise ConfigError(
                     f"{what} {value!r} must be a lower-case identifier (letters, digits, '_'; at most 63 bytes)"
                 )
@@ -91,15 +82,6 @@ class Settings:
 # --- Options: every BADGED_* setting, one model for the CLI and the Django app ------------------------------
 
 ENV_PREFIX = "BADGED_"
-#: the longest duration: PostgreSQL keeps lock_timeout and statement_timeout in int milliseconds
-MAX_SECONDS = 2_147_483
-DURATION_FORMATS = "write seconds (90 or 1.5), or 500ms, 90s, 5m, 1h"
-BOOLEAN_FORMATS = "write true/false, 1/0, yes/no or on/off"
-
-_DURATION = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(ms|s|m|h)?\Z")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
-_INVALID = "badged_setting"
 #: settings whose value is never repeated in an error: a DSN or a broker URL may hold a password, a webhook URL a
 #: token
 _SECRETS = frozenset({"BADGED_DSN", "BADGED_WEBHOOK", "BADGED_SINK"})
@@ -107,203 +89,8 @@ _SECRETS = frozenset({"BADGED_DSN", "BADGED_WEBHOOK", "BADGED_SINK"})
 _EMPTY_IS_A_VALUE = frozenset({"BADGED_HTTP"})
 
 
-def _invalid(problem: str) -> PydanticCustomError:
-    """A refusal that reads after its subject: ``BADGED_RESYNC='abc'`` + ``is not a duration: ...``."""
-    return PydanticCustomError(_INVALID, "{problem}", {"problem": problem})
-
-
-def _duration(value: object) -> float:
-    """Seconds from ``90``, ``1.5``, ``500ms``, ``90s``, ``5m``, ``1h`` (or a number, from Django settings)."""
-    if isinstance(value, str) and (match := _DURATION.match(value.strip())):
-        seconds = float(match[1]) * _UNIT_SECONDS[match[2] or "s"]
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        seconds = float(value)
-    else:
-        raise _invalid(f"is not a duration: {DURATION_FORMATS}")
-    if seconds <= 0:
-        raise _invalid(f"must be more than 0 seconds: {DURATION_FORMATS}")
-    if seconds < 0.001:
-        raise _invalid("is shorter than 1ms, the shortest duration badged takes")
-    if seconds > MAX_SECONDS:
-        raise _invalid(f"is longer than 596h ({MAX_SECONDS}s), the longest duration badged takes (PostgreSQL's "
-                       "limit for timeouts)")
-    return seconds
-
-
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE or word in _FALSE:
-            return word in _TRUE
-    raise _invalid(f"is not a boolean: {BOOLEAN_FORMATS}")
-
-
-def _one_of(noun: str, allowed: Sequence[str]) -> Callable[[object], str]:
-    listed = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
-
-    def parse(value: object) -> str:
-        word = value.strip().lower() if isinstance(value, str) else None
-        if word is None or word not in allowed:
-            raise _invalid(f"is not {noun}: write {listed}")
-        return word
-
-    return parse
-
-
-def _prefix(value: object) -> str:
-    if isinstance(value, str) and _PREFIX.match(value):
-        return value
-    raise _invalid("is not a prefix: write 1-31 lower-case letters, digits or '_', starting with a letter or '_'")
-
-
-def _identifier(value: object) -> str:
-    if isinstance(value, str) and _NAME.match(value):
-        return value
-    raise _invalid("is not a lower-case identifier: write 1-63 lower-case letters, digits or '_', starting with "
-                   "a letter or '_'")
-
-
-def _path(value: object) -> Path:
-    if isinstance(value, str | os.PathLike) and str(value):
-        return Path(value)
-    raise _invalid("is not a path")
-
-
-def _optional_path(value: object) -> Path | None:
-    return None if value is None or value == "" else _path(value)
-
-
-def _dsn(value: object) -> SecretStr | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if isinstance(text, str):
-        try:
-            conninfo.conninfo_to_dict(text)
-        except psycopg.Error:
-            pass
-        else:
-            return SecretStr(text)
-    raise _invalid("is malformed: write a URL (postgresql://user@host/dbname) or key=value pairs "
-                   "(host=db dbname=app); it is not shown, as it may hold a password")
-
-
-#: the key of a ConfigMap that holds badge.json unless ``:KEY`` says otherwise
-DEFAULT_KEY = "badge.json"
-_CONFIGMAP_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
-_CONFIGMAP_EXAMPLE = "expected NAMESPACE/NAME[:KEY], e.g. default/badges or default/badges:badge.json"
-
-
-def parse_reference(reference: str) -> tuple[str, str, str]:
-    """``'NAMESPACE/NAME[:KEY]'`` -> (namespace, name, key); ConfigError when malformed."""
-    where = f"--configmap {reference!r}"
-    path, colon, key = reference.strip().partition(":")
-    namespace, slash, name = path.partition("/")
-    if not slash or not namespace or not name:
-        raise ConfigError(f"{where}: {_CONFIGMAP_EXAMPLE}")
-    if not colon:
-        key = DEFAULT_KEY
-    if not _CONFIGMAP_NAMESPACE.fullmatch(namespace):
-        raise ConfigError(f"{where}: namespace {namespace!r} is not a valid Kubernetes namespace "
-                          "(lowercase letters, digits and '-', at most 63); " + _CONFIGMAP_EXAMPLE)
-    if not _CONFIGMAP_NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name {name!r} is not a valid ConfigMap name "
-                          "(lowercase letters, digits, '-' and '.'); " + _CONFIGMAP_EXAMPLE)
-    if not _CONFIGMAP_KEY.fullmatch(key):
-        raise ConfigError(f"{where}: key {key!r} is not a valid ConfigMap key "
-                          "(letters, digits, '-', '_' and '.'); " + _CONFIGMAP_EXAMPLE)
-    return namespace, name, key
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``:8080``, ``0.0.0.0:8080``, ``127.0.0.1:0`` or ``[::1]:8080`` → (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"--http {address!r} must look like :8080 or 127.0.0.1:8080 (or be empty to disable)")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - a sidecar's probes come from the kubelet
-
-
-def _address(value: object) -> str:
-    if value == "":
-        return ""
-    try:
-        if isinstance(value, str):
-            parse_address(value)
-            return value
-    except ConfigError:
-        pass
-    raise _invalid("must look like :8080, 127.0.0.1:8080 or [::1]:8080, or be empty to disable")
-
-
-def _configmap(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _invalid("is not a ConfigMap reference: write NAMESPACE/NAME[:KEY]")
-    try:
-        parse_reference(value)
-    except ConfigError as exc:
-        raise _invalid(f"is not a ConfigMap reference: {str(exc).removeprefix(f'--configmap {value!r}: ')}") from None
-    return value
-
-
-def _webhook(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and value.startswith(("http://", "https://")):
-        return value
-    raise _invalid("is not an http:// or https:// URL; it is not shown, as it may hold a token")
-
-
-def _sink(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and value.startswith(("nats://", "tls://")):
-        return value
-    raise _invalid("is not a nats:// (or tls://) URL; it is not shown, as it may hold a password (webhooks: "
-                   "--webhook)")
-
-
-def _group(value: object) -> str:
-    if isinstance(value, str) and value.strip():
-        return value
-    raise _invalid("is blank: write a consumer group name")
-
-
-def _optional_group(value: object) -> str | None:
-    return None if value is None or value == "" else _group(value)
-
-
-_FUNCTION_NAME = re.compile(r"(?:[a-z_][a-z0-9_$]*\.)?[a-z_][a-z0-9_$]*\Z")
-
-
-def _function_names(value: object) -> str:
-    """VOLATILE functions conditions may call: ``"random, pg_catalog.clock_timestamp"`` or a list of names.
-
-    Kept as a comma-separated string: pydantic-settings would read a set from the environment as JSON.
-    """
-    if value is None or value == "":
-        return ""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple | set | frozenset):
-        raise _invalid("is not a list of function names: write name or schema.name, comma-separated")
-    names = frozenset(item.strip() for item in items if isinstance(item, str) and item.strip())
-    bad = [item for item in items
-           if not isinstance(item, str) or (item.strip() and not _FUNCTION_NAME.match(item.strip()))]
-    if bad:
-        raise _invalid(f"names {bad[0]!r}, which is not a function name: write name or schema.name (lower case), "
-                       "comma-separated")
-    return ",".join(sorted(names))
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-Boolean = Annotated[bool, BeforeValidator(_boolean)]
+Duration = Annotated[float, BeforeValidator(values.as_duration)]
+Boolean = Annotated[bool, BeforeValidator(values.as_boolean)]
 
 
 class Options(BaseSettings):
@@ -320,31 +107,32 @@ class Options(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=True, frozen=True, extra="forbid",
                                       validate_default=False)
 
-    badges: Annotated[Path, BeforeValidator(_path)] = Field(Path("./badge.json"), alias="BADGED_BADGES")
-    dsn: Annotated[SecretStr | None, BeforeValidator(_dsn)] = Field(None, alias="BADGED_DSN")
-    prefix: Annotated[str, BeforeValidator(_prefix)] = Field("badged_", alias="BADGED_PREFIX")
-    schema_name: Annotated[str, BeforeValidator(_identifier)] = Field("badged", alias="BADGED_SCHEMA")
-    channel: Annotated[str, BeforeValidator(_identifier)] = Field("badge_earned", alias="BADGED_CHANNEL")
+    badges: Annotated[Path, BeforeValidator(values.as_path)] = Field(Path("./badge.json"), alias="BADGED_BADGES")
+    dsn: Annotated[SecretStr | None, BeforeValidator(values.as_dsn)] = Field(None, alias="BADGED_DSN")
+    prefix: Annotated[str, BeforeValidator(values.as_prefix)] = Field("badged_", alias="BADGED_PREFIX")
+    schema_name: Annotated[str, BeforeValidator(values.as_identifier)] = Field("badged", alias="BADGED_SCHEMA")
+    channel: Annotated[str, BeforeValidator(values.as_identifier)] = Field("badge_earned", alias="BADGED_CHANNEL")
     allow_empty: Boolean = Field(False, alias="BADGED_ALLOW_EMPTY")
     lock_timeout: Duration = Field(3.0, alias="BADGED_LOCK_TIMEOUT")
     statement_timeout: Duration = Field(60.0, alias="BADGED_STATEMENT_TIMEOUT")
     resync: Duration = Field(60.0, alias="BADGED_RESYNC")
     recheck_interval: Duration = Field(1.0, alias="BADGED_RECHECK_INTERVAL")
-    output: Annotated[str, BeforeValidator(_one_of("an output format", ("text", "json")))] = Field(
+    output: Annotated[str, BeforeValidator(values.one_of("an output format", ("text", "json")))] = Field(
         "text", alias="BADGED_OUTPUT")
-    log_level: Annotated[str, BeforeValidator(_one_of("a log level", LEVELS))] = Field("info", alias="BADGED_LOG_LEVEL")
-    log_format: Annotated[LogFormat, BeforeValidator(_one_of("a log format", ("auto", "json", "console")))] = Field(
-        "auto", alias="BADGED_LOG_FORMAT")
-    http: Annotated[str, BeforeValidator(_address)] = Field(":8080", alias="BADGED_HTTP")
-    configmap: Annotated[str | None, BeforeValidator(_configmap)] = Field(None, alias="BADGED_CONFIGMAP")
-    webhook: Annotated[str | None, BeforeValidator(_webhook)] = Field(None, alias="BADGED_WEBHOOK")
-    webhook_secret_file: Annotated[Path | None, BeforeValidator(_optional_path)] = Field(
+    log_level: Annotated[str, BeforeValidator(values.one_of("a log level", LEVELS))] = Field(
+        "info", alias="BADGED_LOG_LEVEL")
+    log_format: Annotated[LogFormat, BeforeValidator(values.one_of("a log format", ("auto", "json", "console")))] = (
+        Field("auto", alias="BADGED_LOG_FORMAT"))
+    http: Annotated[str, BeforeValidator(values.as_address)] = Field(":8080", alias="BADGED_HTTP")
+    configmap: Annotated[str | None, BeforeValidator(values.as_configmap)] = Field(None, alias="BADGED_CONFIGMAP")
+    webhook: Annotated[str | None, BeforeValidator(values.as_webhook)] = Field(None, alias="BADGED_WEBHOOK")
+    webhook_secret_file: Annotated[Path | None, BeforeValidator(values.as_optional_path)] = Field(
         None, alias="BADGED_WEBHOOK_SECRET_FILE")
-    webhook_group: Annotated[str, BeforeValidator(_group)] = Field("webhook", alias="BADGED_WEBHOOK_GROUP")
-    sink: Annotated[str | None, BeforeValidator(_sink)] = Field(None, alias="BADGED_SINK")
-    sink_group: Annotated[str, BeforeValidator(_group)] = Field("nats", alias="BADGED_SINK_GROUP")
-    group: Annotated[str | None, BeforeValidator(_optional_group)] = Field(None, alias="BADGED_GROUP")
-    allow_volatile: Annotated[str, BeforeValidator(_function_names)] = Field("", alias="BADGED_ALLOW_VOLATILE")
+    webhook_group: Annotated[str, BeforeValidator(values.as_group)] = Field("webhook", alias="BADGED_WEBHOOK_GROUP")
+    sink: Annotated[str | None, BeforeValidator(values.as_sink)] = Field(None, alias="BADGED_SINK")
+    sink_group: Annotated[str, BeforeValidator(values.as_group)] = Field("nats", alias="BADGED_SINK_GROUP")
+    group: Annotated[str | None, BeforeValidator(values.as_optional_group)] = Field(None, alias="BADGED_GROUP")
+    allow_volatile: Annotated[str, BeforeValidator(values.as_function_names)] = Field("", alias="BADGED_ALLOW_VOLATILE")
 
     #: whether the environment is read at all (not for Django's settings: ``_GivenOptions``)
     _reads_environment: ClassVar[bool] = True
@@ -421,7 +209,7 @@ def _problems(error: ValidationError, named: Callable[[str], str]) -> list[str]:
     for detail in error.errors(include_url=False):
         name = str(detail["loc"][0]) if detail["loc"] else "?"
         where = named(name)
-        if detail["type"] != _INVALID:  # not a value people wrote (an unknown name, given in code): as pydantic says
+        if detail["type"] != values.INVALID_VALUE:  # not a value people wrote (an unknown name): as pydantic says
             problems.append(f"{where.rstrip('= ')}: {detail['msg']}")
         elif name in _SECRETS:
             problems.append(f"{where.rstrip('= ')} {detail['msg']}")

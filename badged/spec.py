@@ -15,35 +15,27 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pglast import ast, parse_sql
-from pglast.parser import ParseError, scan
+from pglast.parser import ParseError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from badged.condition import MAX_LENGTH, Condition, ConditionError, Event, parse_condition
 from badged.errors import BADGES_HINT, Problem, SpecError
+from badged.spec_text import describe, identifiers, invisible, invisible_in_names, mixed_scripts, one_line, short, shown
 
 #: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
 #: trigger_table and user_field hold one or two identifiers; this bounds them generously (quoted, schema-qualified)
 #: and keeps what pglast parses small.
 MAX_NAME_TEXT = 300
-#: how much of a value a message quotes: a 1 MB value does not make a sentence
-_SHOWN = 60
-#: the longest condition error shown whole; the parser quotes tokens, and a token can be a 10,000-character string
-_LONGEST_MESSAGE = 400
-# Unicode categories no name should contain: control, format (zero-width, bidi), line/paragraph separators.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # Where PostgreSQL keeps its own catalogs (pg_catalog, pg_toast, pg_temp_N…): never a badge's table.
 _SYSTEM_SCHEMA_PREFIX = "pg_"
 _INFORMATION_SCHEMA = "information_schema"
-# Alphabets sharing letters that look the same (a, e, o, p): one name never mixes them.
-_LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
 
 
 def _lower(value: Any) -> Any:
@@ -183,11 +175,11 @@ def _parse_badge(index: int, item: Any, prefix: str, schema: str | None, problem
     if not isinstance(item, dict):
         problems.append(Problem(f"must be a JSON object, not a JSON {_json_type(item)}", index))
         return None
-    code = _short(item["code"]) if isinstance(item.get("code"), str) else None
+    code = short(item["code"]) if isinstance(item.get("code"), str) else None
     found = len(problems)
     problems.extend(
         Problem(f"is written {count} times in this badge; JSON keeps only the last value, so remove the others",
-                index, code, _short(key))
+                index, code, short(key))
         for key, count in getattr(item, "duplicates", ())
     )
     try:
@@ -204,7 +196,7 @@ def _parse_badge(index: int, item: Any, prefix: str, schema: str | None, problem
     try:
         condition = parse_condition(spec.condition, spec.trigger_condition)
     except ConditionError as exc:
-        problems.append(Problem(f"{spec.trigger_condition.value} badge condition {_one_line(str(exc))}",
+        problems.append(Problem(f"{spec.trigger_condition.value} badge condition {one_line(str(exc))}",
                                 index, spec.code, "condition"))
         return None
     if len(problems) > found or table is None or user_field is None:
@@ -214,7 +206,7 @@ def _parse_badge(index: int, item: Any, prefix: str, schema: str | None, problem
 
 def _explain(error: Any, index: int, code: str | None) -> Problem:
     """Turn one pydantic error into a sentence that names badge and field."""
-    field = _short(str(error["loc"][0])) if error["loc"] else None
+    field = short(str(error["loc"][0])) if error["loc"] else None
     kind = error["type"]
     if kind == "extra_forbidden":
         guess = difflib.get_close_matches(field or "", FIELDS, n=1)
@@ -223,7 +215,7 @@ def _explain(error: Any, index: int, code: str | None) -> Problem:
     if kind == "missing":
         return Problem("is required", index, code, field)
     if kind == "enum":
-        return Problem(f"must be one of insert, update, delete (got {_shown(error['input'])})", index, code, field)
+        return Problem(f"must be one of insert, update, delete (got {shown(error['input'])})", index, code, field)
     if kind == "string_pattern_mismatch":
         allowed = "may contain only letters, digits, '_' and '-' (and must not start with '-')"
         return Problem(allowed, index, code, field)
@@ -240,23 +232,6 @@ def _explain(error: Any, index: int, code: str | None) -> Problem:
     return Problem(str(error["msg"]).lower(), index, code, field)
 
 
-def _shown(value: Any) -> str:
-    """*value* as a message quotes it: its repr, cut in the middle when long."""
-    return _short(repr(value))
-
-
-def _short(text: str) -> str:
-    """*text* cut in the middle when long: a code, key or value of a megabyte does not make a sentence."""
-    return text if len(text) <= _SHOWN else f"{text[:_SHOWN // 2]}…{text[-_SHOWN // 2:]}"
-
-
-def _one_line(message: str) -> str:
-    """*message* as one line of sensible length: the parser quotes the condition's tokens, line breaks and all."""
-    escaped = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
-    return escaped if len(escaped) <= _LONGEST_MESSAGE else (
-        f"{escaped[:_LONGEST_MESSAGE // 2]}…{escaped[-_LONGEST_MESSAGE // 2:]}")
-
-
 def _character_problems(spec: BadgeSpec, index: int) -> list[Problem]:
     """Characters nobody can see or PostgreSQL cannot store, in the fields that name things.
 
@@ -267,75 +242,19 @@ def _character_problems(spec: BadgeSpec, index: int) -> list[Problem]:
     for field, allowed in (("name", "a badge name is one line of printable text"),
                            ("trigger_table", "a table name has none"), ("user_field", "a column name has none")):
         value: str = getattr(spec, field)
-        odd = next((ch for ch in value if _invisible(ch)), None)
-        mixed = _mixed_scripts(value) if field != "name" else None
+        odd = next((ch for ch in value if invisible(ch)), None)
+        mixed = mixed_scripts(value) if field != "name" else None
         if odd is not None:
-            problems.append(Problem(f"contains the invisible or control character {_describe(odd)}; {allowed}",
+            problems.append(Problem(f"contains the invisible or control character {describe(odd)}; {allowed}",
                                     index, spec.code, field))
         elif mixed:
             problems.append(Problem(mixed, index, spec.code, field))
     # a longer one parse_condition refuses, without our scanning a megabyte
-    hidden = (_invisible_in_names(spec.condition) or _mixed_scripts(spec.condition)
+    hidden = (invisible_in_names(spec.condition) or mixed_scripts(spec.condition)
               if len(spec.condition) <= MAX_LENGTH else None)
     if hidden:
         problems.append(Problem(hidden, index, spec.code, "condition"))
     return problems
-
-
-def _invisible_in_names(condition: str) -> str | None:
-    """Why a name in *condition* is not what it looks like, or None.
-
-    PostgreSQL reads every non-ASCII character as part of an unquoted name, so ``true``
-    followed by a zero-width space is a column, misspelt in a way nobody can see.
-    """
-    try:
-        tokens = scan(condition)
-    except ParseError:
-        return None  # parse_condition reports it
-    for token in tokens:
-        written = condition[token.start:token.end + 1]
-        if token.name != "IDENT" or written.startswith('"'):
-            continue
-        odd = next((ch for ch in written if _invisible(ch)), None)
-        if odd is not None:
-            return (f"contains the invisible or control character {_describe(odd)} in the name {_shown(written)}; "
-                    "PostgreSQL would read it as part of that name")
-    return None
-
-
-def _mixed_scripts(text: str) -> str | None:
-    """Why a name in *text* is probably misspelt with a lookalike letter (a Cyrillic e in dummy_sketch), or None."""
-    for name in _identifiers(text):
-        first: dict[str, str] = {}
-        for ch in name:
-            script = unicodedata.name(ch, "").split(" ")[0] if ch.isalpha() else ""
-            if script in _LOOKALIKE_SCRIPTS:
-                first.setdefault(script, ch)
-        if len(first) > 1:
-            odd = next(ch for script, ch in first.items() if script != "LATIN")
-            return (f"mixes {' and '.join(s.title() for s in first)} letters in {_shown(name)}, which look alike "
-                    f"({_describe(odd)}); retype the name in one alphabet")
-    return None
-
-
-def _identifiers(text: str) -> list[str]:
-    """The identifiers in *text* as PostgreSQL reads them (quotes removed; case aside), or none if it cannot scan."""
-    try:
-        tokens = scan(text)
-    except ParseError:
-        return []  # the parse reports it
-    written = [text[token.start:token.end + 1] for token in tokens if token.name == "IDENT"]
-    return [name[1:-1].replace('""', '"') if name.startswith('"') else name for name in written]
-
-
-def _invisible(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category in _INVISIBLE or (category == "Zs" and ch != " ")
-
-
-def _describe(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
 
 
 def _name_length_problems(spec: BadgeSpec, index: int, prefix: str) -> list[Problem]:
@@ -344,7 +263,7 @@ def _name_length_problems(spec: BadgeSpec, index: int, prefix: str) -> list[Prob
         return []
     room = MAX_IDENTIFIER_BYTES - len(prefix.encode())
     return [Problem(
-        f"makes the PostgreSQL name {_shown(prefix + spec.code)} {size} bytes long; names hold at most "
+        f"makes the PostgreSQL name {shown(prefix + spec.code)} {size} bytes long; names hold at most "
         f"{MAX_IDENTIFIER_BYTES} bytes, so shorten the code to {room} bytes or fewer",
         index, spec.code, "code",
     )]
@@ -399,10 +318,10 @@ def _long_identifier(text: str) -> str | None:
     pglast, like PostgreSQL, truncates identifiers to 63 bytes (with a mere NOTICE), so the
     parsed name cannot tell; the scanner's tokens still hold them as written.
     """
-    for name in _identifiers(text):
+    for name in identifiers(text):
         size = len(name.encode())
         if size > MAX_IDENTIFIER_BYTES:
-            return (f"names {_shown(name)}, {size} bytes long; PostgreSQL silently cuts names to "
+            return (f"names {shown(name)}, {size} bytes long; PostgreSQL silently cuts names to "
                     f"{MAX_IDENTIFIER_BYTES} bytes, so shorten it")
     return None
 

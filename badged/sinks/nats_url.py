@@ -30,10 +30,14 @@ class NatsOptions:
     """Where the sink publishes, parsed from its URL (``parse_url``)."""
 
     host: str
+    #: the subject every event is published on (the URL's path)
     subject: str
     port: int = DEFAULT_PORT
+    #: the JetStream stream that must hold *subject* (``?stream=``); created when missing
     stream: str = DEFAULT_STREAM
+    #: seconds the server remembers a Nats-Msg-Id to drop a re-sent event (``?duplicate_window=``)
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW_S
+    #: ``tls://`` URL
     tls: bool = False
     user: str | None = None
     password: str | None = field(default=None, repr=False)

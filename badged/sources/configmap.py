@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from badged.backoff import Backoff
 from badged.errors import ConfigError, SourceError, describe_error
 from badged.logs import get_logger
-from badged.settings import DEFAULT_KEY, parse_reference
+from badged.setting_values import DEFAULT_KEY, parse_reference
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient, Client, SingleConfig
