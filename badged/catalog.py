@@ -18,7 +18,19 @@ from psycopg.rows import dict_row
 
 from badged.names import KnownNames, Name, NameKind
 from badged.objects import ActualBadgeRow, ActualFunction, ActualTrigger, Catalog, Column, Table
-from badged.own_schema import tables_exist
+from badged.own_schema import AWARD_TABLE, tables_exist
+from badged.pg_badges import (
+    IMPORTED_TABLE,
+    ORIGINAL_TABLE,
+    AwardCount,
+    Original,
+    OriginalFunction,
+    OriginalTable,
+    OriginalTrigger,
+    count_statement,
+    is_original_function,
+    time_column,
+)
 from badged.routines import RoutineKind, Routines
 from badged.settings import Settings
 from badged.spec import TableName
@@ -259,3 +271,67 @@ WHERE p.proname = ANY (%(names)s::text[])
 
 _TABLE_SQL = _TABLE_SQL.replace("$SCHEMA_WRITERS$", _SCHEMA_WRITERS)
 _NAMES_SQL = _NAMES_SQL.replace("$SCHEMA_WRITERS$", _SCHEMA_WRITERS)
+
+
+def read_original(conn: Connection[Any], settings: Settings, codes: Iterable[str]) -> Original:
+    """What django-pg-badges left: its award table (found through the search_path, as its Django app names it),
+    the functions its template created, the triggers calling them, and per badge code what the import would add.
+    *codes* are badge.json's."""
+    functions = read_original_functions(conn, settings)
+    with conn.cursor() as cur:
+        cur.execute(_ORIGINAL_TRIGGERS_SQL, {"functions": [f"{f.schema}.{f.name}" for f in functions]})
+        triggers = tuple(OriginalTrigger(*row) for row in cur.fetchall())
+        cur.execute(_ORIGINAL_TABLE_SQL, (ORIGINAL_TABLE,))
+        found = cur.fetchone()
+        if found is None or not {"code", "user_id", "id"} <= set(found[2]):
+            return Original(None, functions, triggers, ())
+        table = OriginalTable(found[0], found[1], time_column(dict(zip(found[2], found[3], strict=True))))
+        award_table, imported_table = cur.execute(*tables_exist(settings, AWARD_TABLE, IMPORTED_TABLE)).fetchone() or (
+            False, False)
+        cur.execute(count_statement(table, settings, award_table=award_table, imported_table=imported_table))
+        wanted = set(codes)
+        awards = tuple(AwardCount(code, users, to_import, code in wanted) for code, users, to_import in cur.fetchall())
+    return Original(table, functions, triggers, awards)
+
+
+def read_original_functions(conn: Connection[Any], settings: Settings) -> tuple[OriginalFunction, ...]:
+    """The functions django-pg-badges' template created (``pg_badges.is_original_function``)."""
+    rows = conn.execute(_ORIGINAL_FUNCTIONS_SQL, {"schema": settings.schema}).fetchall()
+    return tuple(OriginalFunction(schema, name) for schema, name, body in rows
+                 if is_original_function(name, body, settings))
+
+
+#: trigger functions of no arguments in plpgsql named badge_… (a literal "_"), outside badged's schema
+_ORIGINAL_FUNCTIONS_SQL = """
+SELECT n.nspname, p.proname, p.prosrc
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE pg_catalog.starts_with(p.proname, 'badge_')
+  AND p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype AND p.pronargs = 0 AND l.lanname = 'plpgsql'
+  AND n.nspname <> %(schema)s AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname, p.proname
+"""
+
+_ORIGINAL_TRIGGERS_SQL = """
+SELECT t.tgname, tn.nspname, c.relname
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT t.tgisinternal AND pn.nspname || '.' || p.proname = ANY(%(functions)s)
+ORDER BY tn.nspname, c.relname, t.tgname
+"""
+
+#: badges_badge as the connection's search_path finds it (as the original's Django app does), with its columns
+_ORIGINAL_TABLE_SQL = """
+SELECT n.nspname, c.relname,
+       pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
+       pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, NULL) ORDER BY a.attnum)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = pg_catalog.to_regclass(%s) AND c.relkind IN ('r', 'p')
+GROUP BY n.nspname, c.relname
+"""

@@ -20,6 +20,7 @@ from badged.cli_args import SETTING_OF_FLAG as _SETTING_OF_FLAG
 from badged.cli_args import settings_of as _settings
 from badged.cli_events import add_events_commands
 from badged.cli_listen import add_listen_command
+from badged.cli_migrate import add_migrate_command
 from badged.db import connect, resolve_dsn, scrub
 from badged.db_errors import message_of
 from badged.errors import BadgedError, ConfigError, SpecError
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_listen_command(commands, database, logs)
 
     add_events_commands(commands, database, logs)
+
+    add_migrate_command(commands, spec, database, logs)
 
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)

@@ -88,7 +88,7 @@ def connect(dsn: str, settings: Settings, *, autocommit: bool = True,
     try:
         conn = _open(target) if stop is None else _open_unless(target, stop)
     except psycopg.Error as exc:
-        raise _connect_failed(exc, dsn) from None
+        raise connect_failed(exc, dsn) from None
     try:
         conn.execute(_TIMEOUTS, _timeouts(settings))
     except psycopg.Error as exc:
@@ -103,7 +103,7 @@ async def connect_async(dsn: str, settings: Settings) -> psycopg.AsyncConnection
     try:
         conn = await psycopg.AsyncConnection.connect(_target(dsn), autocommit=True)
     except psycopg.Error as exc:
-        raise _connect_failed(exc, dsn) from None
+        raise connect_failed(exc, dsn) from None
     try:
         await conn.execute(_TIMEOUTS, _timeouts(settings))
     except psycopg.Error as exc:
@@ -133,7 +133,8 @@ def _target(dsn: str) -> str:
     return conninfo.make_conninfo("", **params)
 
 
-def _connect_failed(exc: psycopg.Error, dsn: str) -> Exception:
+def connect_failed(exc: psycopg.Error, dsn: str) -> Exception:
+    """The error to raise when connecting to *dsn* failed with *exc* (its password scrubbed)."""
     unnamed = "" if dsn else "no --dsn, BADGED_DSN or DATABASE_URL was given, and libpq's defaults failed: "
     return translate(exc, "connect to the database", detail=f"{unnamed}{_first_line(scrub(str(exc), dsn))}")
 

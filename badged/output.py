@@ -7,6 +7,7 @@ import textwrap
 from typing import Any
 
 from badged.parking import ParkedEvent
+from badged.pg_badges import SOURCE, Migration
 from badged.plan import Action, Outcome, Plan, Step
 
 
@@ -90,3 +91,61 @@ def replay_text(marked: int, groups: list[str]) -> str:
     return (f"{marked} parked events marked for replay" + (f" by the sinks of group {', '.join(groups)}" if groups
                                                            else "")
             + ("; `badged run` sends them within seconds" if marked else ""))
+
+
+def migration_text(migration: Migration, *, badges: int) -> str:
+    """``badged migrate-from django-pg-badges``: what was found, what is (or was) done on each side."""
+    original = migration.original
+    if migration.nothing_to_do:
+        where = f" and every award of {original.table.display} is in badged's award table" if original.table else ""
+        return (f"Nothing to migrate: no {SOURCE} triggers or functions{where}; badged matches badge.json "
+                f"({badges} badges).")
+    lines = [f"{SOURCE}:"]
+    if original.table is not None:
+        held = sum(count.users for count in original.awards)
+        when = (f"awarded_at from its column {original.table.time_column}" if original.table.time_column
+                else "awarded_at: not recorded by it, the time of the import")
+        lines.append(f"  awards: {original.table.display}, {held} awards of {len(original.awards)} badges ({when})")
+        if original.to_import:
+            per_code = ", ".join(f"{count.code} {count.to_import}" for count in original.awards if count.to_import)
+            lines.append(f"  + import {original.to_import} awards as history, never delivered as events: {per_code}")
+        if held > original.to_import:
+            lines.append(f"    {held - original.to_import} already in badged's award table, kept as they are")
+        gone = [count.code for count in original.awards if not count.in_badge_json]
+        if gone:
+            lines.append(f"    not in badge.json (imported all the same, as history): {', '.join(gone)}")
+    lines += [f"  - trigger {trigger.display}" for trigger in original.triggers]
+    lines += [f"  - function {function.display}" for function in original.functions]
+    if len(lines) == 1:
+        lines.append("  nothing left of it")
+    lines.append("badged:")
+    lines += ([f"  in sync with badge.json ({badges} badges)"] if migration.plan.in_sync
+              else [_step_line(step) for step in migration.plan.steps])
+    if not migration.applied:
+        lines.append("Dry run: nothing was changed. Without --dry-run all of it happens in one transaction.")
+    else:
+        lines.append(f"Migrated in one transaction ({migration.seconds:.3f} s): {migration.imported} awards imported, "
+                     f"{len(original.triggers)} triggers and {len(original.functions)} functions of {SOURCE} "
+                     f"dropped, {len(migration.plan.steps)} changes by badged.")
+        if original.table is not None:
+            lines.append(f"{original.table.display} is left in place (its Django app owns it): remove 'badges' from "
+                         "INSTALLED_APPS, after `manage.py migrate badges zero` if you want the table gone.")
+    return "\n".join(lines)
+
+
+def migration_json(migration: Migration, *, badges: int) -> str:
+    original = migration.original
+    return json.dumps({
+        "source": SOURCE,
+        "applied": migration.applied,
+        "nothing_to_do": migration.nothing_to_do,
+        "imported": migration.imported,
+        "seconds": round(migration.seconds, 4),
+        "table": original.table.display if original.table else None,
+        "awarded_at_column": original.table.time_column if original.table else None,
+        "awards": [{"code": c.code, "users": c.users, "to_import": c.to_import, "in_badge_json": c.in_badge_json}
+                   for c in original.awards],
+        "drop_triggers": [trigger.display for trigger in original.triggers],
+        "drop_functions": [function.display for function in original.functions],
+        "badged": _plan_dict(migration.plan, badges),
+    }, indent=2)

@@ -46,11 +46,11 @@ def reconcile(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings
     started = time.monotonic()
     try:
         with conn.transaction():
-            _set_local_timeouts(conn, settings)
+            set_local_timeouts(conn, settings)
             superuser = _is_superuser(conn)
             trial = not apply and verify and not _read_only(conn)
             if apply or trial:
-                _lock(conn, settings)
+                lock_schema(conn, settings)
             else:
                 conn.execute("SET TRANSACTION READ ONLY")
             tables = resolve_tables(conn, (badge.table for badge in badges))
@@ -128,14 +128,14 @@ def _read_only(conn: psycopg.Connection[Any]) -> bool:
     return False
 
 
-def _set_local_timeouts(conn: psycopg.Connection[Any], settings: Settings) -> None:
+def set_local_timeouts(conn: psycopg.Connection[Any], settings: Settings) -> None:
     conn.execute(
         "SELECT pg_catalog.set_config('lock_timeout', %s, true), pg_catalog.set_config('statement_timeout', %s, true)",
         (f"{settings.lock_timeout_ms}ms", f"{settings.statement_timeout_ms}ms"),
     )
 
 
-def _lock(conn: psycopg.Connection[Any], settings: Settings) -> None:
+def lock_schema(conn: psycopg.Connection[Any], settings: Settings) -> None:
     """badged's lock on its schema, for this transaction.
 
     Waiting for another reconcile (a second replica, a Job next to the daemon) is not an error: that wait

@@ -22,6 +22,11 @@ class BadgedConfig(AppConfig):  # type: ignore[misc, unused-ignore]
         if attribute:
             install_user_accessor(attribute)
         checks.register(_check_user_accessor)
+        from badged.contrib.django import checks as migration_checks
+
+        checks.register(migration_checks.check_original_installed)
+        checks.register(migration_checks.check_command_owner)
+        checks.register(migration_checks.check_original_functions, checks.Tags.database)
 
 
 def _check_user_accessor(app_configs: Any = None, **kwargs: Any) -> list[Any]:

@@ -36,6 +36,7 @@ import psycopg
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
+from django.db import DatabaseError as DjangoDatabaseError
 from psycopg import conninfo, pq
 
 from badged.db import scrub
@@ -68,9 +69,7 @@ def get_settings() -> DjangoSettings:
         options = options_from(settings_values(django_settings))
     except OptionsError as exc:
         raise ImproperlyConfigured("\n".join(f"badged: {line}" for line in exc.lines())) from None
-    badges_file = getattr(django_settings, "BADGES_FILE", None)
-    if badges_file is not None and not isinstance(badges_file, str | os.PathLike):
-        raise ImproperlyConfigured(f"badged: settings.BADGES_FILE={badges_file!r} is not a path")
+    badges_file = _badges_file()
     attribute = getattr(django_settings, "BADGED_USER_ATTRIBUTE", DEFAULT_USER_ATTRIBUTE)
     if attribute is not None and (not isinstance(attribute, str) or not attribute.isidentifier()):
         raise ImproperlyConfigured(f"badged: settings.BADGED_USER_ATTRIBUTE={attribute!r} is not an identifier: "
@@ -82,6 +81,31 @@ def get_settings() -> DjangoSettings:
         allow_empty=options.allow_empty,
         user_attribute=attribute or None,
     )
+
+
+def _badges_file() -> str | os.PathLike[str] | None:
+    """``BADGED_BADGES``, else the original's ``BADGES_FILE`` (both may be set only to the same path)."""
+    given = {name: value for name in ("BADGED_BADGES", "BADGES_FILE")
+             if (value := getattr(django_settings, name, None)) not in (None, "")}
+    for name, value in given.items():
+        if not isinstance(value, str | os.PathLike):
+            raise ImproperlyConfigured(f"badged: settings.{name}={value!r} is not a path")
+    if len({Path(value) for value in given.values()}) > 1:
+        raise ImproperlyConfigured(f"badged: settings.BADGED_BADGES={given['BADGED_BADGES']!r} and "
+                                   f"settings.BADGES_FILE={given['BADGES_FILE']!r} differ: keep BADGED_BADGES "
+                                   "(BADGES_FILE is the original django-pg-badges' name)")
+    return next(iter(given.values()), None)
+
+
+def badge_file_option(options: dict[str, Any], conf: DjangoSettings) -> Path:
+    """badge.json of a command: ``--badges`` / ``--file`` (``call_command(..., badges=...)`` or the original's
+    ``file=``: a str or a path), else the settings'."""
+    given = options.get("badges") or options.get("file")
+    if given:
+        return Path(given)
+    if conf.badges_file is None:
+        raise CommandError("settings.BADGED_BADGES is not set: point it at your badge.json (or pass --badges)")
+    return conf.badges_file
 
 
 def settings_values(settings: Any) -> dict[str, object]:
@@ -138,6 +162,40 @@ def database_dsn(alias: str) -> str:
 
 
 @contextmanager
+def django_connection(alias: str, settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """The psycopg connection of Django's database *alias*, in the transaction Django has open, if any.
+
+    Django (4.2+) talks to PostgreSQL through psycopg 3 when it is installed, as it is with badged: badged
+    then works on Django's own connection, so inside ``atomic()`` or a ``TestCase`` it sees the test's rows
+    and waits on no lock the test holds (its transaction becomes a savepoint). Under psycopg2 badged opens
+    a connection of its own to the same database.
+    """
+    from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
+
+    from badged.db import connect, connect_failed
+
+    try:
+        connection = connections[alias]
+    except ConnectionDoesNotExist:
+        raise CommandError(f"settings.DATABASES has no database {alias!r} (settings.BADGED_DATABASE)") from None
+    if connection.vendor != "postgresql":
+        raise CommandError(f"database {alias!r} is {connection.vendor}; badged needs PostgreSQL")
+    try:
+        connection.ensure_connection()
+    except DjangoDatabaseError as exc:
+        if isinstance(exc.__cause__, psycopg.Error):
+            raise connect_failed(exc.__cause__, database_dsn(alias)) from None
+        raise
+    raw = connection.connection
+    if isinstance(raw, psycopg.Connection):
+        yield raw
+        return
+    with connect(database_dsn(alias), settings) as own:
+        yield own
+
+
+@contextmanager
 def command_errors(dsn: str = "") -> Iterator[None]:
     """badged's errors as ``CommandError`` with badged's own message lines, passwords scrubbed."""
     try:
@@ -148,6 +206,10 @@ def command_errors(dsn: str = "") -> Iterator[None]:
         raise CommandError(scrub(str(exc), dsn)) from None
     except psycopg.Error as exc:
         message = message_of(exc)
+        raise CommandError(scrub(f"database error: {message}", dsn)) from None
+    except DjangoDatabaseError as exc:  # Django's wrapper of the driver's error, from its own connection
+        cause = exc.__cause__
+        message = message_of(cause) if isinstance(cause, psycopg.Error) else str(exc)
         raise CommandError(scrub(f"database error: {message}", dsn)) from None
 
 

@@ -2,9 +2,13 @@
 
 BADGED_TEST_DJANGO_DSN: libpq connection string (URL or key=value) of the test database.
 BADGED_TEST_BADGES_FILE: path of badge.json.
+BADGED_TEST_ORIGINAL: a folder holding the original django-pg-badges' package ``badges``, installed first
+(as a project that adds badged to INSTALLED_APPS after it has).
+BADGED_TEST_POST_MIGRATE: set BADGED_RECONCILE_ON_MIGRATE.
 """
 
 import os
+import sys
 
 from psycopg import conninfo
 
@@ -27,6 +31,10 @@ INSTALLED_APPS = [
     "badged.contrib.django",
     "sketches",
 ]
+
+if os.environ.get("BADGED_TEST_ORIGINAL"):
+    sys.path.insert(0, os.environ["BADGED_TEST_ORIGINAL"])
+    INSTALLED_APPS.insert(INSTALLED_APPS.index("badged.contrib.django"), "badges")
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,28 +1,34 @@
-"""``manage.py create_badge_triggers``: make the database's badge triggers match ``settings.BADGES_FILE``.
+"""``manage.py create_badge_triggers``: make the database's badge triggers match badge.json.
 
-badged's reconcile, in one transaction on the database of ``BADGED_DATABASE`` (``--database``):
-only what differs is created, replaced or dropped; a second run changes nothing. ``--dry-run``
-prints the plan (the same text as ``badged plan``) and changes nothing; ``--check`` does the same
-and exits 1 when changes are pending (a CI gate, like ``makemigrations --check``).
+badged's reconcile, in one transaction on the database of ``BADGED_DATABASE`` (``--database``), on Django's
+own connection (inside the caller's ``atomic()`` or ``TestCase``, as a savepoint): only what differs is
+created, replaced or dropped; a second run changes nothing. ``--dry-run`` prints the plan (the same text as
+``badged plan``) and changes nothing; ``--check`` does the same and exits 1 when changes are pending (a CI
+gate, like ``makemigrations --check``). ``call_command("create_badge_triggers", badges="badge.json")`` and
+the original's ``file=`` both name badge.json.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from badged.contrib.django.conf import command_errors, configure_logs, database_dsn, get_settings
-from badged.db import connect
+from badged.contrib.django.conf import (
+    badge_file_option,
+    command_errors,
+    configure_logs,
+    django_connection,
+    get_settings,
+)
 from badged.output import outcome_text, plan_text
 from badged.reconcile import reconcile
 from badged.spec import load_badges
 
 
 class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
-    help = "Create, replace or drop the badge triggers so the database matches settings.BADGES_FILE."
+    help = "Create, replace or drop the badge triggers so the database matches badge.json (settings.BADGED_BADGES)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="print the plan (with its SQL), change nothing")
@@ -30,23 +36,21 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
                             help="like --dry-run, and exit 1 when the database does not match badge.json")
         parser.add_argument("--database", default=None,
                             help="alias in settings.DATABASES (default: settings.BADGED_DATABASE, else 'default')")
-        parser.add_argument("--badges", type=Path, default=None, metavar="PATH",
-                            help="badge.json to read instead of settings.BADGES_FILE")
+        parser.add_argument("--badges", default=None, metavar="PATH",
+                            help="badge.json to read instead of settings.BADGED_BADGES")
+        parser.add_argument("--file", default=None, metavar="PATH", help="the same as --badges (the original's name)")
         parser.add_argument("--allow-empty", action="store_true", default=None,
                             help="accept an empty badge list, which drops every badge (settings.BADGED_ALLOW_EMPTY)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logs(options["verbosity"])
         conf = get_settings()
-        path: Path | None = options["badges"] or conf.badges_file
-        if path is None:
-            raise CommandError("settings.BADGES_FILE is not set: point it at your badge.json (or pass --badges)")
+        path = badge_file_option(options, conf)
         allow_empty = conf.allow_empty if options["allow_empty"] is None else True
         dry_run = options["dry_run"] or options["check"]
         with command_errors():
             badges = load_badges(path, prefix=conf.badged.prefix, allow_empty=allow_empty, schema=conf.badged.schema)
-        dsn = database_dsn(options["database"] or conf.database)
-        with command_errors(dsn), connect(dsn, conf.badged) as conn:
+        with command_errors(), django_connection(options["database"] or conf.database, conf.badged) as conn:
             outcome = reconcile(conn, badges, conf.badged, apply=not dry_run)
         if dry_run:
             self.stdout.write(plan_text(outcome.plan, badges=len(badges)))
@@ -54,3 +58,4 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
                 sys.exit(1)
         else:
             self.stdout.write(outcome_text(outcome))
+
