@@ -181,7 +181,7 @@ _SCHEMA_SQL = """
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
        ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')) AS tables
+             WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v')) AS tables
 """
 
 _FUNCTIONS_SQL = """

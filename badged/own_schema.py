@@ -26,6 +26,15 @@ RECHECK_TABLE = "recheck"
 PARKED_TABLE = "parked_event"
 #: every table of badged's, in the order they are created
 OWN_TABLES = (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE, PARKED_TABLE)
+#: awards with the user's id also typed as user tables' keys are (bigint, uuid), indexed, for joins: the Django
+#: ORM's ``award.user`` and ``User.objects.annotate(Count("awards"))``, or any SQL joining awards to users
+AWARD_USER_VIEW = "award_user"
+#: the stored text as a bigint when it is one (CASE: never a cast error), as uuid when it is one; the view and
+#: the indexes use the very same expression, so a join on the view's column uses the index
+_AS_INTEGER = ("CASE WHEN user_id OPERATOR(pg_catalog.~) '^-?[0-9]{1,18}$' "
+               "THEN user_id::pg_catalog.int8 END")
+_AS_UUID = ("CASE WHEN user_id OPERATOR(pg_catalog.~*) "
+            "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN user_id::pg_catalog.uuid END")
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,25 @@ def render_bootstrap(settings: Settings) -> dict[str, list[Statement]]:
         sql.SQL("CREATE INDEX ON {} (txid, id)").format(award),
     ]
     return statements
+
+
+def render_award_user_view(settings: Settings) -> list[Statement]:
+    """``AWARD_USER_VIEW`` and the indexes that make joins on its typed user columns fast."""
+    award = sql.Identifier(settings.schema, AWARD_TABLE)
+    view = sql.Identifier(settings.schema, AWARD_USER_VIEW)
+    # the expressions are constants of this module, never input: they are SQL as written
+    as_integer, as_uuid = sql.SQL(_AS_INTEGER), sql.SQL(_AS_UUID)
+    return [
+        sql.SQL("CREATE INDEX award_user_integer ON {} (({}))").format(award, as_integer),
+        sql.SQL("CREATE INDEX award_user_uuid ON {} (({}))").format(award, as_uuid),
+        sql.SQL(
+            "CREATE VIEW {view} AS SELECT id, badge, user_id, user_id AS user_key, awarded_at,\n"
+            "    {as_integer} AS user_integer,\n    {as_uuid} AS user_uuid\nFROM {award}"
+        ).format(view=view, as_integer=as_integer, as_uuid=as_uuid, award=award),
+        sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
+            f"{COMMENT_MARK}: awards with user_id also as bigint (user_integer) and uuid (user_uuid), indexed, "
+            "for joins to a users table")),
+    ]
 
 
 def _create_table(name: sql.Identifier, columns: tuple[str, ...], comment: str | None) -> list[Statement]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from psycopg import sql
 
@@ -62,29 +63,32 @@ class OriginalTrigger:
 
 
 @dataclass(frozen=True)
-class OriginalFunction:
-    """A function the original's template created."""
+class SchemaObject:
+    """A table or function of the original's, by schema and name."""
 
     schema: str
     name: str
+    #: what follows the name when it is shown: "()" for a function
+    shown_after: ClassVar[str] = ""
 
     @property
     def display(self) -> str:
-        return f"{self.schema}.{self.name}()"
+        return f"{self.schema}.{self.name}{self.shown_after}"
 
 
 @dataclass(frozen=True)
-class OriginalTable:
+class OriginalFunction(SchemaObject):
+    """A function the original's template created."""
+
+    shown_after: ClassVar[str] = "()"
+
+
+@dataclass(frozen=True)
+class OriginalTable(SchemaObject):
     """``badges_badge``, where the original keeps its awards."""
 
-    schema: str
-    name: str
     #: a column that says when the badge was earned (``TIME_COLUMNS``), or None: the import's time is used
-    time_column: str | None
-
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
+    time_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,11 @@ from badged.objects import (
     drop_trigger,
 )
 from badged.own_schema import (
+    AWARD_TABLE,
+    AWARD_USER_VIEW,
     OWN_TABLES,
     BadgeRow,
+    render_award_user_view,
     render_bootstrap,
     retire_badge_row,
     upsert_badge_row,
@@ -51,6 +54,7 @@ class Action(StrEnum):
 class ObjectKind(StrEnum):
     SCHEMA = "schema"
     TABLE = "table"
+    VIEW = "view"
     FUNCTION = "function"
     TRIGGER = "trigger"
     #: a row of badged's badge registry
@@ -221,10 +225,15 @@ def _bootstrap_steps(catalog: Catalog, settings: Settings) -> list[Step]:
     if not catalog.schema_exists:
         steps.append(Step(Action.CREATE, ObjectKind.SCHEMA, settings.schema, Cause.SETUP, "badged's schema is missing",
                           _sql(*bootstrap["schema"])))
+    view = [] if AWARD_USER_VIEW in catalog.tables else render_award_user_view(settings)
     for table in OWN_TABLES:
         if table not in catalog.tables:
+            with_view = view if table == AWARD_TABLE else []  # built on an empty table: instant
             steps.append(Step(Action.CREATE, ObjectKind.TABLE, f"{settings.schema}.{table}", Cause.SETUP,
-                              f"badged's {table} table is missing", _sql(*bootstrap[table])))
+                              f"badged's {table} table is missing", _sql(*bootstrap[table], *with_view)))
+    if view and AWARD_TABLE in catalog.tables:
+        steps.append(Step(Action.CREATE, ObjectKind.VIEW, f"{settings.schema}.{AWARD_USER_VIEW}", Cause.SETUP,
+                          f"badged's {AWARD_USER_VIEW} view is missing (new in this version)", _sql(*view)))
     return steps
 
 

@@ -191,7 +191,7 @@ print(json.dumps({
     "bob": list(bob.awards.values_list("badge", flat=True)),
     "for_user_id": Award.objects.for_user(alice.pk).count(),
     "award_user": award.user.username,
-    "star_holders": list(Badge.objects.get(code="star").awards.values_list("user_id", flat=True)),
+    "star_holders": list(Badge.objects.get(code="star").awards.values_list("user_key", flat=True)),
     "active": list(Badge.objects.active().values_list("code", flat=True)),
     "alice_id": str(alice.pk),
     "status": {name: page.status_code for name, page in pages.items()},
@@ -291,3 +291,41 @@ def test_listen_badges_sends_badge_earned_per_award(django_dsn: str, badge_file:
             for stream in (listener.stdout, listener.stderr):
                 if stream is not None:
                     stream.close()
+
+
+@pytest.mark.parametrize("users", ["integer", "uuid"])
+def test_django_test_runner_with_badged(admin_dsn: str, badge_file: Path, users: str) -> None:
+    """``manage.py test sketches`` (tests/django_project/sketches/tests.py): badged in Django's own test cases,
+    the user relation, templates; with Django's integer user keys and with a UUID user model."""
+    name = f"badged_django_runner_{uuid.uuid4().hex[:10]}"
+    dsn = conninfo.make_conninfo(admin_dsn, dbname=name)  # the runner creates and drops test_<name>
+    env = project_env(dsn, badge_file)
+    if users == "uuid":  # no auth_user: the seed's badges of dummy_sketch only
+        badge_file.write_text(json.dumps(SEED_BADGES[1:]))
+        env["BADGED_TEST_UUID_USERS"] = "1"
+    done = subprocess.run([sys.executable, str(PROJECT / "manage.py"), "test", "sketches", "--no-input", "-v", "2"],
+                          env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Ran 7 tests" in done.stderr and "OK" in done.stderr, done.stderr[-2000:]
+
+
+def test_migrate_reconciles_when_asked(django_dsn: str, badge_file: Path) -> None:
+    """BADGED_RECONCILE_ON_MIGRATE: ``manage.py migrate`` is the only deploy step."""
+    env = {"BADGED_TEST_POST_MIGRATE": "1"}
+    done = subprocess.run([sys.executable, str(PROJECT / "manage.py"), "migrate", "--no-input"],
+                          env={**project_env(django_dsn, badge_file), **env}, cwd=PROJECT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert badged_triggers(django_dsn) == set(SEED_OBJECTS.values())
+    assert "Applied: 15 to create" in done.stdout, done.stdout
+
+
+def test_pytest_django_fixture(admin_dsn: str, badge_file: Path) -> None:
+    """tests/django_project/pytest_suite under pytest-django, with ``badged_triggers`` from its conftest."""
+    pytest.importorskip("pytest_django", reason="pytest-django is not installed (the test extras have it)")
+    name = f"badged_django_pytest_{uuid.uuid4().hex[:10]}"
+    env = project_env(conninfo.make_conninfo(admin_dsn, dbname=name), badge_file)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "pytest_suite"],
+                          env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout, done.stdout[-2000:]

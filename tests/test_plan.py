@@ -22,6 +22,7 @@ from badged.objects import (
     TriggerDef,
 )
 from badged.output import plan_json, plan_text
+from badged.own_schema import AWARD_USER_VIEW, OWN_TABLES
 from badged.plan import Action, diff
 from badged.render import render
 from badged.settings import Settings
@@ -53,7 +54,7 @@ def installed(desired: Desired) -> Catalog:
     """The catalog as it reads right after ``desired`` was applied."""
     return Catalog(
         schema_exists=True,
-        tables=frozenset({"award", "badge", "consumer_group", "recheck", "parked_event"}),
+        tables=frozenset({*OWN_TABLES, AWARD_USER_VIEW}),
         functions=tuple(as_actual_function(f) for f in desired.functions),
         triggers=tuple(as_actual_trigger(t) for t in desired.triggers),
         foreign_triggers=(),

@@ -48,10 +48,10 @@ class BadgeAdmin(ReadOnlyAdmin):
 
 @admin.register(Award)
 class AwardAdmin(ReadOnlyAdmin):
-    list_display = ("id", "badge_code", "badge_name", "user_id", "awarded_at")
+    list_display = ("id", "badge_code", "badge_name", "user_key", "awarded_at")
     list_filter = ("badge",)
     list_select_related = ("badge",)
-    search_fields = ("user_id", "badge__code", "badge__name")
+    search_fields = ("user_key", "badge__code", "badge__name")
     ordering = ("-awarded_at", "-id")
 
     @_display(description="badge", ordering="badge")

@@ -1,4 +1,4 @@
-"""The Django app of badged: label ``badged``; installs ``user.awards`` when ready."""
+"""The Django app of badged: label ``badged``; its checks (``user.awards`` is ``Award.user``'s related name)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ class BadgedConfig(AppConfig):  # type: ignore[misc, unused-ignore]
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from badged.contrib.django.conf import get_settings
-        from badged.contrib.django.models import install_user_accessor
+        from django.db.models.signals import post_migrate
 
-        attribute = get_settings().user_attribute
-        if attribute:
-            install_user_accessor(attribute)
+        post_migrate.connect(_reconcile_after_migrate, sender=self, dispatch_uid="badged.reconcile_on_migrate")
         checks.register(_check_user_accessor)
         from badged.contrib.django import checks as migration_checks
 
@@ -30,15 +27,16 @@ class BadgedConfig(AppConfig):  # type: ignore[misc, unused-ignore]
 
 
 def _check_user_accessor(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Warn when the user model already had an attribute of the accessor's name (it was left alone)."""
+    """Warn when the user model already had an attribute of the relation's name (it was left alone)."""
     from badged.contrib.django.conf import get_settings
-    from badged.contrib.django.models import UserAwards, user_model
+    from badged.contrib.django.models import Award, user_model
 
     attribute = get_settings().user_attribute
     model = user_model()
-    if not attribute or model is None or isinstance(model.__dict__.get(attribute), UserAwards):
+    if not attribute or model is None:
         return []
-    if not hasattr(model, attribute):
+    accessor = model.__dict__.get(attribute)
+    if getattr(getattr(accessor, "rel", None), "related_model", None) is Award:
         return []
     return [checks.Warning(
         f"{model.__name__} already has an attribute {attribute!r}, so badged did not install its awards "
@@ -47,3 +45,18 @@ def _check_user_accessor(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         obj=model,
         id="badged.W001",
     )]
+
+
+def _reconcile_after_migrate(sender: Any, using: str = "default", verbosity: int = 1, **kwargs: Any) -> None:
+    """``BADGED_RECONCILE_ON_MIGRATE``: ``migrate`` on badged's database ends with ``create_badge_triggers``.
+
+    Sent once per ``migrate`` (and per flush), for badged's app alone: the app's tables exist by then.
+    """
+    from django.core.management import call_command
+
+    from badged.contrib.django.conf import get_settings
+
+    conf = get_settings()
+    if not conf.reconcile_on_migrate or using != conf.database:
+        return
+    call_command("create_badge_triggers", database=using, verbosity=verbosity)

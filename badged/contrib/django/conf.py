@@ -1,18 +1,19 @@
 """badged's Django settings, the DSN of a Django database, and badged's errors as ``CommandError``.
 
-Settings (all optional except ``BADGES_FILE`` for ``create_badge_triggers``):
+Settings (all optional except ``BADGED_BADGES`` for the commands):
 
-============================  ==================  ==========================================================
-``BADGES_FILE``               (none)              path of badge.json (str or ``Path``)
-``BADGED_DATABASE``           ``"default"``       alias in ``DATABASES`` whose database badged works on
-``BADGED_SCHEMA``             ``"badged"``        schema of badged's tables (``award``, ``badge``) and functions
-``BADGED_PREFIX``             ``"badged_"``       prefix of every trigger and function badged manages
-``BADGED_CHANNEL``            ``"badge_earned"``  ``NOTIFY`` channel of new awards
-``BADGED_ALLOW_EMPTY``        ``False``           accept an empty badge.json (which drops every badge)
-``BADGED_LOCK_TIMEOUT``       ``3``               before reconcile gives up on a busy table
-``BADGED_STATEMENT_TIMEOUT``  ``60``              on every connection badged opens
-``BADGED_USER_ATTRIBUTE``     ``"awards"``        name of the accessor installed on the user model; ``None`` disables
-============================  ==================  ==========================================================
+===============================  ==================  ============================================================
+``BADGED_BADGES``                (none)              path of badge.json (str or ``Path``); also ``BADGES_FILE``
+``BADGED_DATABASE``              ``"default"``       alias in ``DATABASES`` whose database badged works on
+``BADGED_SCHEMA``                ``"badged"``        schema of badged's tables (``award``, ``badge``) and functions
+``BADGED_PREFIX``                ``"badged_"``       prefix of every trigger and function badged manages
+``BADGED_CHANNEL``               ``"badge_earned"``  ``NOTIFY`` channel of new awards
+``BADGED_ALLOW_EMPTY``           ``False``           accept an empty badge.json (which drops every badge)
+``BADGED_LOCK_TIMEOUT``          ``3``               before reconcile gives up on a busy table
+``BADGED_STATEMENT_TIMEOUT``     ``60``              on every connection badged opens
+``BADGED_USER_ATTRIBUTE``        ``"awards"``        related name of ``Award.user`` on the user model; ``None``: none
+``BADGED_RECONCILE_ON_MIGRATE``  ``False``           ``migrate`` ends with ``create_badge_triggers`` (its database)
+===============================  ==================  ============================================================
 
 The settings the CLI also has (prefix, schema, channel, allow-empty, the timeouts) go through the CLI's own
 model, ``badged.settings.Options``: the same values mean the same thing (a timeout is ``3``, ``1.5``,
@@ -44,6 +45,7 @@ from badged.db_errors import message_of
 from badged.errors import BadgedError, SpecError
 from badged.log_output import configure_logging
 from badged.settings import OptionsError, Settings, options_from
+from badged.spec import Badge, load_badges
 
 DEFAULT_DATABASE = "default"
 DEFAULT_USER_ATTRIBUTE = "awards"
@@ -61,6 +63,7 @@ class DjangoSettings:
     badged: Settings
     allow_empty: bool
     user_attribute: str | None
+    reconcile_on_migrate: bool = False
 
 
 def get_settings() -> DjangoSettings:
@@ -80,6 +83,7 @@ def get_settings() -> DjangoSettings:
         badged=options.settings(),
         allow_empty=options.allow_empty,
         user_attribute=attribute or None,
+        reconcile_on_migrate=_flag("BADGED_RECONCILE_ON_MIGRATE"),
     )
 
 
@@ -97,6 +101,27 @@ def _badges_file() -> str | os.PathLike[str] | None:
     return next(iter(given.values()), None)
 
 
+def command_badges(options: dict[str, Any], *, allow_empty: bool | None = None
+                   ) -> tuple[DjangoSettings, tuple[Badge, ...]]:
+    """What every badged command starts with: log output set up, settings read, badge.json loaded."""
+    configure_logs(options["verbosity"])
+    conf = get_settings()
+    path = badge_file_option(options, conf)
+    with command_errors():
+        badges = load_badges(path, prefix=conf.badged.prefix, schema=conf.badged.schema,
+                             allow_empty=conf.allow_empty if allow_empty is None else allow_empty)
+    return conf, badges
+
+
+def add_database_arguments(parser: Any) -> None:
+    """``--database`` and badge.json's ``--badges`` (``--file``, the original's name) of badged's commands."""
+    parser.add_argument("--database", default=None,
+                        help="alias in settings.DATABASES (default: settings.BADGED_DATABASE, else 'default')")
+    parser.add_argument("--badges", default=None, metavar="PATH",
+                        help="badge.json to read instead of settings.BADGED_BADGES")
+    parser.add_argument("--file", default=None, metavar="PATH", help="the same as --badges (the original's name)")
+
+
 def badge_file_option(options: dict[str, Any], conf: DjangoSettings) -> Path:
     """badge.json of a command: ``--badges`` / ``--file`` (``call_command(..., badges=...)`` or the original's
     ``file=``: a str or a path), else the settings'."""
@@ -111,6 +136,13 @@ def badge_file_option(options: dict[str, Any], conf: DjangoSettings) -> Path:
 def settings_values(settings: Any) -> dict[str, object]:
     """The shared ``BADGED_*`` settings *settings* (Django's, or any object) sets, by name."""
     return {name: getattr(settings, name) for name in SHARED_SETTINGS if getattr(settings, name, None) is not None}
+
+
+def _flag(name: str) -> bool:
+    value = getattr(django_settings, name, False)
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"badged: settings.{name}={value!r} is not True or False")
+    return value
 
 
 def _text(name: str, default: str) -> str:
@@ -137,8 +169,8 @@ def _libpq_keywords() -> frozenset[str]:
     return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
-def database_dsn(alias: str) -> str:
-    """A libpq connection string for Django's database *alias* (same host, user, password, options)."""
+def _postgresql(alias: str) -> Any:
+    """Django's connection object of *alias*, which must be PostgreSQL."""
     from django.db import connections
     from django.utils.connection import ConnectionDoesNotExist
 
@@ -148,6 +180,12 @@ def database_dsn(alias: str) -> str:
         raise CommandError(f"settings.DATABASES has no database {alias!r} (settings.BADGED_DATABASE)") from None
     if connection.vendor != "postgresql":
         raise CommandError(f"database {alias!r} is {connection.vendor}; badged needs PostgreSQL")
+    return connection
+
+
+def database_dsn(alias: str) -> str:
+    """A libpq connection string for Django's database *alias* (same host, user, password, options)."""
+    connection = _postgresql(alias)
     try:
         params: dict[str, Any] = connection.get_connection_params()
     except ImproperlyConfigured as exc:
@@ -170,17 +208,9 @@ def django_connection(alias: str, settings: Settings) -> Iterator[psycopg.Connec
     and waits on no lock the test holds (its transaction becomes a savepoint). Under psycopg2 badged opens
     a connection of its own to the same database.
     """
-    from django.db import connections
-    from django.utils.connection import ConnectionDoesNotExist
-
     from badged.db import connect, connect_failed
 
-    try:
-        connection = connections[alias]
-    except ConnectionDoesNotExist:
-        raise CommandError(f"settings.DATABASES has no database {alias!r} (settings.BADGED_DATABASE)") from None
-    if connection.vendor != "postgresql":
-        raise CommandError(f"database {alias!r} is {connection.vendor}; badged needs PostgreSQL")
+    connection = _postgresql(alias)
     try:
         connection.ensure_connection()
     except DjangoDatabaseError as exc:

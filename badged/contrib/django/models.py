@@ -11,24 +11,31 @@ table schema-qualified, whatever the connection's ``search_path``. What does not
 name (``inspectdb``, ``sqlsequencereset``, Django's test-database flush) is never pointed at these
 models because they are unmanaged.
 
-Awards store the user's id as text (any key type works), so ``Award.user_id`` cannot be a real
-foreign key to the user model: use ``user.awards`` (installed on the user model when the app is
-ready, name set by ``BADGED_USER_ATTRIBUTE``), ``Award.objects.for_user(user)`` and ``award.user``.
-``Award.badge`` is a foreign key to ``Badge`` without a database constraint (``award.badge_id`` is
-the badge's code; ``award.badge.name`` joins); badge rows are never deleted by badged, only marked
-``removed_at``, so every award finds its badge.
+``Award`` reads the view ``<BADGED_SCHEMA>.award_user``, which badged's reconcile creates beside the award
+table: the user's id as stored (text: ``award.user_key``), and also as bigint and uuid, indexed. ``award.user``
+is a real foreign key to the user model (without a database constraint) on the column matching the user
+model's primary key, so the ORM joins and filters as for any relation: ``user.awards.all()`` (the related
+name is ``BADGED_USER_ATTRIBUTE``, default ``awards``), ``Award.objects.filter(user=u)``,
+``User.objects.annotate(n=Count("awards"))``, ``prefetch_related("awards")``, ``filter(awards__badge="star")``.
+A key of another type (text) joins on the stored text. ``award.user`` is None when the user is gone (awards
+outlive users). ``Award.badge`` is a foreign key to ``Badge`` without a database constraint
+(``award.badge_id`` is the badge's code; ``award.badge.name`` joins); badge rows are never deleted by badged,
+only marked ``removed_at``, so every award finds its badge.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.db import models
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 
-from badged.contrib.django.conf import qualified_table
-from badged.own_schema import AWARD_TABLE, BADGE_TABLE
+from badged.contrib.django.conf import get_settings, qualified_table
+from badged.contrib.django.user_key import early_user_model, user_key_column
+from badged.own_schema import AWARD_USER_VIEW, BADGE_TABLE
 
 
 def user_key(user: Any) -> str:
@@ -68,9 +75,38 @@ class Badge(models.Model):  # type: ignore[misc, unused-ignore]
 
 class AwardQuerySet(models.QuerySet):  # type: ignore[misc, unused-ignore]
     def for_user(self, user: Any) -> AwardQuerySet:
-        """Awards of *user* (a user instance or its id)."""
-        awards: AwardQuerySet = self.filter(user_id=user_key(user))
+        """Awards of *user* (a user instance or its id, of any key type)."""
+        awards: AwardQuerySet = self.filter(user_key=user_key(user))
         return awards
+
+
+class AwardManager(models.Manager.from_queryset(AwardQuerySet)):  # type: ignore[misc]
+    """Iterable, so ``for award in user.awards`` reads like the queryset it was before it became a relation."""
+
+    def __iter__(self) -> Any:
+        return iter(self.all())
+
+
+class _UserOrNone(ForwardManyToOneDescriptor):  # type: ignore[misc]
+    """``award.user``: None, not an exception, for a user deleted since (awards outlive their users)."""
+
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        try:
+            return super().__get__(instance, cls)
+        except ObjectDoesNotExist:  # the key is stored, the user is gone: Django raises the model's DoesNotExist
+            return None
+
+
+class _UserKey(models.ForeignKey):  # type: ignore[misc]
+    forward_related_accessor_class = _UserOrNone
+
+
+_USER_MODEL = early_user_model()
+#: the view's column holding the user's id as the user model's key type; None without a user model
+_USER_COLUMN = user_key_column(_USER_MODEL) if _USER_MODEL is not None else None
+#: ``user.awards``: the relation's name on the user model, unless the model has that name already (badged.W001)
+_ATTRIBUTE = get_settings().user_attribute
+_RELATED_NAME = _ATTRIBUTE if _ATTRIBUTE and not hasattr(_USER_MODEL, _ATTRIBUTE) else "+"
 
 
 class Award(models.Model):  # type: ignore[misc, unused-ignore]
@@ -79,29 +115,22 @@ class Award(models.Model):  # type: ignore[misc, unused-ignore]
     id = models.BigAutoField(primary_key=True)
     badge = models.ForeignKey(Badge, on_delete=models.DO_NOTHING, db_column="badge", db_constraint=False,
                               related_name="awards")
-    user_id = models.TextField()
+    #: the user's id as stored (text, whatever the key type)
+    user_key = models.TextField()
+    if _USER_COLUMN is not None:
+        user = _UserKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_column=_USER_COLUMN,
+                        db_constraint=False, null=True, related_name=_RELATED_NAME)
     awarded_at = models.DateTimeField()
 
-    objects = AwardQuerySet.as_manager()
+    objects = AwardManager()
 
     class Meta:
         managed = False
-        db_table = qualified_table(AWARD_TABLE)
+        db_table = qualified_table(AWARD_USER_VIEW)
         ordering = ("awarded_at", "id")
 
     def __str__(self) -> str:
-        return f"{self.badge_id} earned by user {self.user_id}"
-
-    @property
-    def user(self) -> Any:
-        """The user who earned it, or None (deleted, or an id the user model's key cannot read)."""
-        model = user_model()
-        if model is None:
-            return None
-        try:
-            return model._default_manager.filter(pk=self.user_id).first()
-        except (ValueError, TypeError, ValidationError):
-            return None
+        return f"{self.badge_id} earned by user {self.user_key}"
 
 
 def user_model() -> Any:
@@ -110,25 +139,3 @@ def user_model() -> Any:
         return get_user_model()
     except (ImproperlyConfigured, LookupError):
         return None
-
-
-class UserAwards:
-    """``user.awards``: the queryset of that user's awards (a new one on each access)."""
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return self
-        return Award.objects.for_user(instance)
-
-
-def install_user_accessor(attribute: str) -> bool:
-    """Put ``UserAwards`` on the user model as *attribute*; False if that name is taken (left alone)."""
-    model = user_model()
-    if model is None:
-        return False
-    if isinstance(model.__dict__.get(attribute), UserAwards):
-        return True
-    if hasattr(model, attribute):
-        return False
-    setattr(model, attribute, UserAwards())
-    return True

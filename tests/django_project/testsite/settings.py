@@ -5,6 +5,7 @@ BADGED_TEST_BADGES_FILE: path of badge.json.
 BADGED_TEST_ORIGINAL: a folder holding the original django-pg-badges' package ``badges``, installed first
 (as a project that adds badged to INSTALLED_APPS after it has).
 BADGED_TEST_POST_MIGRATE: set BADGED_RECONCILE_ON_MIGRATE.
+BADGED_TEST_UUID_USERS: a user model with a UUID primary key (app ``uuidusers``).
 """
 
 import os
@@ -31,6 +32,12 @@ INSTALLED_APPS = [
     "badged.contrib.django",
     "sketches",
 ]
+
+if os.environ.get("BADGED_TEST_UUID_USERS"):
+    INSTALLED_APPS.append("uuidusers")  # listed after badged: its models are imported early for Award.user
+    AUTH_USER_MODEL = "uuidusers.User"
+
+BADGED_RECONCILE_ON_MIGRATE = bool(os.environ.get("BADGED_TEST_POST_MIGRATE"))
 
 if os.environ.get("BADGED_TEST_ORIGINAL"):
     sys.path.insert(0, os.environ["BADGED_TEST_ORIGINAL"])

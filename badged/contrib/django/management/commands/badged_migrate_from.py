@@ -11,17 +11,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from badged.contrib.django.conf import (
-    badge_file_option,
-    command_errors,
-    configure_logs,
-    django_connection,
-    get_settings,
-)
+from badged.contrib.django.conf import add_database_arguments, command_badges, command_errors, django_connection
 from badged.migrate_from import migrate_from_pg_badges
 from badged.output import migration_text
 from badged.pg_badges import SOURCE
-from badged.spec import load_badges
 
 
 class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
@@ -31,19 +24,10 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source", choices=[SOURCE], help="what to migrate from")
         parser.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
-        parser.add_argument("--database", default=None,
-                            help="alias in settings.DATABASES (default: settings.BADGED_DATABASE, else 'default')")
-        parser.add_argument("--badges", default=None, metavar="PATH",
-                            help="badge.json to read instead of settings.BADGED_BADGES")
-        parser.add_argument("--file", default=None, metavar="PATH", help="the same as --badges (the original's name)")
+        add_database_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        configure_logs(options["verbosity"])
-        conf = get_settings()
-        path = badge_file_option(options, conf)
-        with command_errors():
-            badges = load_badges(path, prefix=conf.badged.prefix, allow_empty=conf.allow_empty,
-                                 schema=conf.badged.schema)
+        conf, badges = command_badges(options)
         with command_errors(), django_connection(options["database"] or conf.database, conf.badged) as conn:
             migration = migrate_from_pg_badges(conn, badges, conf.badged, apply=not options["dry_run"])
         self.stdout.write(migration_text(migration, badges=len(badges)))

@@ -15,16 +15,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from badged.contrib.django.conf import (
-    badge_file_option,
-    command_errors,
-    configure_logs,
-    django_connection,
-    get_settings,
-)
+from badged.contrib.django.conf import add_database_arguments, command_badges, command_errors, django_connection
 from badged.output import outcome_text, plan_text
 from badged.reconcile import reconcile
-from badged.spec import load_badges
 
 
 class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
@@ -34,22 +27,13 @@ class Command(BaseCommand):  # type: ignore[misc, unused-ignore]
         parser.add_argument("--dry-run", action="store_true", help="print the plan (with its SQL), change nothing")
         parser.add_argument("--check", action="store_true",
                             help="like --dry-run, and exit 1 when the database does not match badge.json")
-        parser.add_argument("--database", default=None,
-                            help="alias in settings.DATABASES (default: settings.BADGED_DATABASE, else 'default')")
-        parser.add_argument("--badges", default=None, metavar="PATH",
-                            help="badge.json to read instead of settings.BADGED_BADGES")
-        parser.add_argument("--file", default=None, metavar="PATH", help="the same as --badges (the original's name)")
+        add_database_arguments(parser)
         parser.add_argument("--allow-empty", action="store_true", default=None,
                             help="accept an empty badge list, which drops every badge (settings.BADGED_ALLOW_EMPTY)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        configure_logs(options["verbosity"])
-        conf = get_settings()
-        path = badge_file_option(options, conf)
-        allow_empty = conf.allow_empty if options["allow_empty"] is None else True
+        conf, badges = command_badges(options, allow_empty=options["allow_empty"])
         dry_run = options["dry_run"] or options["check"]
-        with command_errors():
-            badges = load_badges(path, prefix=conf.badged.prefix, allow_empty=allow_empty, schema=conf.badged.schema)
         with command_errors(), django_connection(options["database"] or conf.database, conf.badged) as conn:
             outcome = reconcile(conn, badges, conf.badged, apply=not dry_run)
         if dry_run:

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class UuidUsersConfig(AppConfig):
+    name = "uuidusers"
+    default_auto_field = "django.db.models.AutoField"
