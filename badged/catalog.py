@@ -277,28 +277,29 @@ def read_original(conn: Connection[Any], settings: Settings, codes: Iterable[str
     """What django-pg-badges left: its award table (found through the search_path, as its Django app names it),
     the functions its template created, the triggers calling them, and per badge code what the import would add.
     *codes* are badge.json's."""
-    functions = read_original_functions(conn, settings)
+    every = read_original_functions(conn, settings)
     with conn.cursor() as cur:
-        cur.execute(_ORIGINAL_TRIGGERS_SQL, {"functions": [f"{f.schema}.{f.name}" for f in functions]})
-        triggers = tuple(OriginalTrigger(*row) for row in cur.fetchall())
         cur.execute(_ORIGINAL_TABLE_SQL, (ORIGINAL_TABLE,))
         found = cur.fetchone()
         if found is None or not {"code", "user_id", "id"} <= set(found[2]):
-            return Original(None, functions, triggers, ())
+            return Original(None, (), (), (), elsewhere=every)
         table = OriginalTable(found[0], found[1], time_column(dict(zip(found[2], found[3], strict=True))))
+        functions = tuple(f for f in every if f.schema == table.schema)
+        cur.execute(_ORIGINAL_TRIGGERS_SQL, {"schemas": [f.schema for f in functions],
+                                             "names": [f.name for f in functions]})
+        triggers = tuple(OriginalTrigger(*row) for row in cur.fetchall())
         award_table, imported_table = cur.execute(*tables_exist(settings, AWARD_TABLE, IMPORTED_TABLE)).fetchone() or (
             False, False)
         cur.execute(count_statement(table, settings, award_table=award_table, imported_table=imported_table))
         wanted = set(codes)
         awards = tuple(AwardCount(code, users, to_import, code in wanted) for code, users, to_import in cur.fetchall())
-    return Original(table, functions, triggers, awards)
+    return Original(table, functions, triggers, awards, elsewhere=tuple(f for f in every if f not in functions))
 
 
 def read_original_functions(conn: Connection[Any], settings: Settings) -> tuple[OriginalFunction, ...]:
     """The functions django-pg-badges' template created (``pg_badges.is_original_function``)."""
     rows = conn.execute(_ORIGINAL_FUNCTIONS_SQL, {"schema": settings.schema}).fetchall()
-    return tuple(OriginalFunction(schema, name) for schema, name, body in rows
-                 if is_original_function(name, body, settings))
+    return tuple(OriginalFunction(schema, name) for schema, name, body in rows if is_original_function(name, body))
 
 
 #: trigger functions of no arguments in plpgsql named badge_… (a literal "_"), outside badged's schema
@@ -320,7 +321,9 @@ JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace
 JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
-WHERE NOT t.tgisinternal AND pn.nspname || '.' || p.proname = ANY(%(functions)s)
+WHERE NOT t.tgisinternal AND t.tgparentid = 0
+  AND (pn.nspname, p.proname) IN (
+      SELECT * FROM ROWS FROM (pg_catalog.unnest(%(schemas)s::text[]), pg_catalog.unnest(%(names)s::text[])))
 ORDER BY tn.nspname, c.relname, t.tgname
 """
 

@@ -99,7 +99,7 @@ def migration_text(migration: Migration, *, badges: int) -> str:
     if migration.nothing_to_do:
         where = f" and every award of {original.table.display} is in badged's award table" if original.table else ""
         return (f"Nothing to migrate: no {SOURCE} triggers or functions{where}; badged matches badge.json "
-                f"({badges} badges).")
+                f"({badges} badges)." + _elsewhere(migration))
     lines = [f"{SOURCE}:"]
     if original.table is not None:
         held = sum(count.users for count in original.awards)
@@ -118,6 +118,8 @@ def migration_text(migration: Migration, *, badges: int) -> str:
     lines += [f"  - function {function.display}" for function in original.functions]
     if len(lines) == 1:
         lines.append("  nothing left of it")
+    if original.elsewhere:
+        lines.append(_elsewhere(migration).strip())
     lines.append("badged:")
     lines += ([f"  in sync with badge.json ({badges} badges)"] if migration.plan.in_sync
               else [_step_line(step) for step in migration.plan.steps])
@@ -131,6 +133,15 @@ def migration_text(migration: Migration, *, badges: int) -> str:
             lines.append(f"{original.table.display} is left in place (its Django app owns it): remove 'badges' from "
                          "INSTALLED_APPS, after `manage.py migrate badges zero` if you want the table gone.")
     return "\n".join(lines)
+
+
+def _elsewhere(migration: Migration) -> str:
+    """The original's functions in other schemas (another tenant's, with its own table): left alone."""
+    functions = migration.original.elsewhere
+    if not functions:
+        return ""
+    return (f"\n  left alone, in other schemas (migrate each with its search_path): "
+            f"{', '.join(function.display for function in functions)}")
 
 
 def migration_json(migration: Migration, *, badges: int) -> str:
@@ -147,5 +158,6 @@ def migration_json(migration: Migration, *, badges: int) -> str:
                    for c in original.awards],
         "drop_triggers": [trigger.display for trigger in original.triggers],
         "drop_functions": [function.display for function in original.functions],
+        "left_alone_functions": [function.display for function in original.elsewhere],
         "badged": _plan_dict(migration.plan, badges),
     }, indent=2)

@@ -31,7 +31,8 @@ OWN_TABLES = (AWARD_TABLE, BADGE_TABLE, GROUP_TABLE, RECHECK_TABLE, PARKED_TABLE
 AWARD_USER_VIEW = "award_user"
 #: the stored text as a bigint when it is one (CASE: never a cast error), as uuid when it is one; the view and
 #: the indexes use the very same expression, so a join on the view's column uses the index
-_AS_INTEGER = ("CASE WHEN user_id OPERATOR(pg_catalog.~) '^-?[0-9]{1,18}$' "
+_AS_INTEGER = ("CASE WHEN user_id OPERATOR(pg_catalog.~) '^-?[0-9]{1,18}$' OR (user_id OPERATOR(pg_catalog.~) "
+               "'^-?[0-9]{19}$' AND user_id::pg_catalog.numeric BETWEEN -9223372036854775808 AND 9223372036854775807) "
                "THEN user_id::pg_catalog.int8 END")
 _AS_UUID = ("CASE WHEN user_id OPERATOR(pg_catalog.~*) "
             "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN user_id::pg_catalog.uuid END")
@@ -145,8 +146,8 @@ def render_award_user_view(settings: Settings) -> list[Statement]:
     # the expressions are constants of this module, never input: they are SQL as written
     as_integer, as_uuid = sql.SQL(_AS_INTEGER), sql.SQL(_AS_UUID)
     return [
-        sql.SQL("CREATE INDEX award_user_integer ON {} (({}))").format(award, as_integer),
-        sql.SQL("CREATE INDEX award_user_uuid ON {} (({}))").format(award, as_uuid),
+        sql.SQL("CREATE INDEX IF NOT EXISTS award_user_integer ON {} (({}))").format(award, as_integer),
+        sql.SQL("CREATE INDEX IF NOT EXISTS award_user_uuid ON {} (({}))").format(award, as_uuid),
         sql.SQL(
             "CREATE VIEW {view} AS SELECT id, badge, user_id, user_id AS user_key, awarded_at,\n"
             "    {as_integer} AS user_integer,\n    {as_uuid} AS user_uuid\nFROM {award}"

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from psycopg import sql
 
-from badged.own_schema import AWARD_TABLE
+from badged.own_schema import AWARD_TABLE, BADGE_TABLE
 from badged.plan import Plan
 from badged.settings import Settings
 
@@ -106,12 +106,15 @@ class AwardCount:
 
 @dataclass(frozen=True)
 class Original:
-    """What django-pg-badges left in the database."""
+    """What django-pg-badges left in the database, in the schema of its table (the search_path's)."""
 
     table: OriginalTable | None
+    #: its functions in the table's schema, and the triggers calling them: what the migration drops
     functions: tuple[OriginalFunction, ...]
     triggers: tuple[OriginalTrigger, ...]
     awards: tuple[AwardCount, ...]
+    #: its functions in other schemas (another tenant's, with its own badges_badge): left alone
+    elsewhere: tuple[OriginalFunction, ...] = ()
 
     @property
     def found(self) -> bool:
@@ -140,21 +143,47 @@ class Migration:
                 and self.plan.in_sync)
 
 
-def is_original_function(name: str, body: str, settings: Settings) -> bool:
+def is_original_function(name: str, body: str) -> bool:
     """Whether a trigger function named *name* with plpgsql *body* is one the original's template created.
 
-    Its name is ``badge_`` and more (a literal underscore: never ``badged_…``), it is not badged's own (a prefix
-    may start ``badge_`` too), and its body inserts into ``badges_badge`` as the template does.
+    Its name is ``badge_`` and more (a literal underscore: never ``badged_…``) and its body inserts into
+    ``badges_badge`` as the template does (badged's own functions live in badged's schema, never read here).
     """
-    if not name.startswith(ORIGINAL_PREFIX) or name.startswith(settings.prefix):
-        return False
-    return bool(_TEMPLATE_INSERT.search(body) and _TEMPLATE_CHECK.search(body))
+    return name.startswith(ORIGINAL_PREFIX) and bool(_TEMPLATE_INSERT.search(body) and _TEMPLATE_CHECK.search(body))
 
 
 def time_column(columns: Mapping[str, str]) -> str | None:
     """The column of ``badges_badge`` that says when a badge was earned: *columns* maps names to type names."""
     return next((name for name in TIME_COLUMNS
                  if columns.get(name) in ("timestamp with time zone", "timestamp without time zone", "date")), None)
+
+
+def lock_statement(original: Original) -> sql.Composed | None:
+    """Hold every write to the original's award table and the tables its triggers watch until commit.
+
+    ``SHARE ROW EXCLUSIVE``: writers wait (no new award of the original can commit after the import has read),
+    readers do not; the triggers are dropped last, so ``ACCESS EXCLUSIVE`` is held only for the commit.
+    """
+    tables = {(trigger.table_schema, trigger.table_name) for trigger in original.triggers}
+    if original.table is not None:
+        tables.add((original.table.schema, original.table.name))
+    if not tables:
+        return None
+    return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+        sql.SQL(", ").join(sql.Identifier(*table) for table in sorted(tables)))
+
+
+def register_unknown_codes(table: OriginalTable, settings: Settings) -> sql.Composed:
+    """A registry row, marked removed, for each code of the original's awards badged has never known.
+
+    So every award finds its badge (the Django models join on it): its name is the original's.
+    """
+    return sql.SQL(
+        "INSERT INTO {badge} (code, name, trigger_table, trigger_condition, condition, user_field, removed_at)\n"
+        "SELECT DISTINCT ON (b.code) b.code, b.name, '', '', '', '', pg_catalog.now() FROM {original} b\n"
+        "ORDER BY b.code, b.id\n"
+        "ON CONFLICT (code) DO NOTHING"
+    ).format(badge=sql.Identifier(settings.schema, BADGE_TABLE), original=sql.Identifier(table.schema, table.name))
 
 
 def drop_statements(original: Original) -> list[sql.Composed]:

@@ -293,20 +293,20 @@ def test_listen_badges_sends_badge_earned_per_award(django_dsn: str, badge_file:
                     stream.close()
 
 
-@pytest.mark.parametrize("users", ["integer", "uuid"])
+@pytest.mark.parametrize("users", ["integer", "uuid", "text"])
 def test_django_test_runner_with_badged(admin_dsn: str, badge_file: Path, users: str) -> None:
     """``manage.py test sketches`` (tests/django_project/sketches/tests.py): badged in Django's own test cases,
-    the user relation, templates; with Django's integer user keys and with a UUID user model."""
+    the user relation, templates; with Django's integer user keys, a UUID and a text primary key."""
     name = f"badged_django_runner_{uuid.uuid4().hex[:10]}"
     dsn = conninfo.make_conninfo(admin_dsn, dbname=name)  # the runner creates and drops test_<name>
     env = project_env(dsn, badge_file)
-    if users == "uuid":  # no auth_user: the seed's badges of dummy_sketch only
+    if users != "integer":  # no auth_user: the seed's badges of dummy_sketch only
         badge_file.write_text(json.dumps(SEED_BADGES[1:]))
-        env["BADGED_TEST_UUID_USERS"] = "1"
+        env["BADGED_TEST_USERS"] = users
     done = subprocess.run([sys.executable, str(PROJECT / "manage.py"), "test", "sketches", "--no-input", "-v", "2"],
                           env=env, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "Ran 7 tests" in done.stderr and "OK" in done.stderr, done.stderr[-2000:]
+    assert "Ran 9 tests" in done.stderr and "OK" in done.stderr, done.stderr[-2000:]
 
 
 def test_migrate_reconciles_when_asked(django_dsn: str, badge_file: Path) -> None:

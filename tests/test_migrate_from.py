@@ -13,8 +13,11 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql
 
 from badged.db import connect
+from badged.errors import ConfigError
 from badged.listen import Subscription
 from badged.migrate_from import migrate_from_pg_badges
 from badged.output import migration_text
@@ -246,3 +249,96 @@ def test_the_command_line(cli: Any, conn: psycopg.Connection[Any], dsn: str, wri
     assert (code, report["applied"], report["imported"], len(report["drop_functions"])) == (0, True, 4, 3)
     code, out, _ = cli("migrate-from", "django-pg-badges", "--badges", path, "--dsn", dsn)
     assert code == 0 and out.startswith("Nothing to migrate"), out
+
+
+def test_awards_written_straight_into_the_originals_table_during_the_migration_are_imported(
+        conn: psycopg.Connection[Any], dsn: str) -> None:
+    """An admin or ORM insert into badges_badge (no trigger) waits for the migration's lock, then is imported
+    by a second run; none committed before the import is missed."""
+    install_original(conn, ORIGINAL_BADGES[1:2])
+    users = [user for (user,) in conn.execute(
+        "INSERT INTO auth_user (username) SELECT 'u' || n FROM generate_series(1, 3000) n RETURNING id").fetchall()]
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(dsn, autocommit=True) as own:
+            for user in users:
+                if stop.is_set():
+                    return
+                own.execute("INSERT INTO badges_badge (user_id, name, code) VALUES (%s, 'Collector', 'collector')",
+                            (user,))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    migrate(dsn)
+    stop.set()
+    thread.join(10)
+    imported = {user for _, user in awards(conn)}
+    written = {user for _, user in original_awards(conn)}
+    assert imported and imported <= written
+    migrate(dsn)  # what committed after the first run's import: the second run takes it
+    assert awards(conn) == original_awards(conn)
+
+
+def test_a_repeatable_read_default_is_overridden_and_a_callers_repeatable_read_refused(
+        conn: psycopg.Connection[Any], dsn: str) -> None:
+    install_original(conn)
+    earn_with_the_original(conn)
+    database = conn.info.dbname
+    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'").format(
+        sql.Identifier(database)))
+    with psycopg.connect(dsn) as caller:  # a transaction of the caller's, at the database's default
+        caller.execute("SELECT 1")
+        with pytest.raises(ConfigError, match="needs a READ COMMITTED transaction"):
+            migrate_from_pg_badges(caller, badges_from(ORIGINAL_BADGES), SETTINGS, apply=True)
+    assert migrate(dsn).imported == 4  # its own transaction: READ COMMITTED, whatever the default
+
+
+def test_a_partitioned_table_and_a_prefix_starting_like_the_originals(conn: psycopg.Connection[Any],
+                                                                      dsn: str) -> None:
+    """Its trigger on a partitioned table (clones on the partitions) is dropped once; badged's prefix
+    "badge_" does not hide the original's functions (badged's live in badged's schema)."""
+    conn.execute("""
+        CREATE TABLE art (id serial, user_id integer NOT NULL, kind text NOT NULL) PARTITION BY LIST (kind);
+        CREATE TABLE art_a PARTITION OF art FOR VALUES IN ('a');
+        CREATE TABLE art_b PARTITION OF art FOR VALUES IN ('b');
+    """)
+    artist = {"name": "Artist", "code": "artist", "condition": "NEW.kind = 'b'", "trigger_condition": "insert",
+              "trigger_table": "art", "user_field": "user_id"}
+    install_original(conn, [artist])
+    user = add_user(conn, "ann")
+    conn.execute("INSERT INTO art (user_id, kind) VALUES (%s, 'b')", (user,))
+    settings = Settings(prefix="badge_")
+    with connect(dsn, settings) as own:
+        migration = migrate_from_pg_badges(own, badges_from([artist], settings), settings, apply=True)
+    assert [t.display for t in migration.original.triggers] == ["badge_artist on public.art"]
+    assert migration.imported == 1
+    assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'badge_artist'").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'badge_artist'").fetchone() == (0,)
+
+
+def test_another_schemas_original_is_left_alone_and_a_missing_table_refused(conn: psycopg.Connection[Any],
+                                                                            dsn: str) -> None:
+    """Schema per tenant: each tenant's badges_badge and functions; one migrates the search_path's only."""
+    conn.execute("CREATE SCHEMA tenant; SET search_path = tenant, public")
+    install_original(conn, ORIGINAL_BADGES[1:2])  # tenant.badges_badge, tenant.badge_collector()
+    conn.execute("RESET search_path")
+    with pytest.raises(ConfigError, match="no badges_badge table is on this connection's search_path"):
+        migrate(dsn, apply=False)
+    install_original(conn, ORIGINAL_BADGES[1:2])  # public's own
+    migration = migrate(dsn)
+    assert [f.display for f in migration.original.functions] == ["public.badge_collector()"]
+    assert "tenant.badge_collector()" in migration_text(migration, badges=1)
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'badge_collector'").fetchone() == (1,)
+
+
+def test_awards_of_a_badge_gone_from_badge_json_find_their_badge(conn: psycopg.Connection[Any], dsn: str) -> None:
+    install_original(conn, ORIGINAL_BADGES[1:2])
+    user = add_user(conn, "ann")
+    conn.execute("INSERT INTO badges_badge (user_id, name, code) VALUES (%s, 'Old Timer', 'old')", (user,))
+    migration = migrate(dsn, items=ORIGINAL_BADGES[1:2])
+    assert "not in badge.json (imported all the same, as history): old" in migration_text(migration, badges=1)
+    assert conn.execute("SELECT name, removed_at IS NOT NULL FROM badged.badge WHERE code = 'old'").fetchone() == (
+        "Old Timer", True)
+    assert migrate(dsn, items=ORIGINAL_BADGES[1:2], apply=False).plan.in_sync

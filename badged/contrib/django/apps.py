@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.apps import AppConfig
@@ -53,10 +54,16 @@ def _reconcile_after_migrate(sender: Any, using: str = "default", verbosity: int
     Sent once per ``migrate`` (and per flush), for badged's app alone: the app's tables exist by then.
     """
     from django.core.management import call_command
+    from django.core.management.base import CommandError
 
     from badged.contrib.django.conf import get_settings
 
     conf = get_settings()
     if not conf.reconcile_on_migrate or using != conf.database:
         return
-    call_command("create_badge_triggers", database=using, verbosity=verbosity)
+    try:
+        call_command("create_badge_triggers", database=using, verbosity=verbosity)
+    except CommandError as exc:
+        # the migrations have committed: a partial migrate (or `migrate app zero`) may leave badge.json's tables
+        # missing; say so and leave the triggers for a later migrate or create_badge_triggers
+        sys.stderr.write(f"badged: create_badge_triggers after migrate did not run: {exc}\n")

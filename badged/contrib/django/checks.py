@@ -33,8 +33,12 @@ _MIGRATE = f"run `manage.py badged_migrate_from {SOURCE}` (--dry-run first)"
 
 def original_installed() -> bool:
     """Whether ``INSTALLED_APPS`` holds the original (an app ``badges`` with its ``create_badge_triggers``)."""
-    return apps.is_installed(ORIGINAL_APP) and importlib.util.find_spec(
-        f"{ORIGINAL_APP}.management.commands.{COMMAND}") is not None
+    if not apps.is_installed(ORIGINAL_APP):
+        return False
+    try:  # an app of the project's own named "badges" may have no management package: find_spec raises
+        return importlib.util.find_spec(f"{ORIGINAL_APP}.management.commands.{COMMAND}") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def check_original_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

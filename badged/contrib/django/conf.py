@@ -218,11 +218,27 @@ def django_connection(alias: str, settings: Settings) -> Iterator[psycopg.Connec
             raise connect_failed(exc.__cause__, database_dsn(alias)) from None
         raise
     raw = connection.connection
-    if isinstance(raw, psycopg.Connection):
-        yield raw
+    if not isinstance(raw, psycopg.Connection):
+        with connect(database_dsn(alias), settings) as own:
+            yield own
         return
-    with connect(database_dsn(alias), settings) as own:
-        yield own
+    if connection.in_atomic_block and raw.info.transaction_status == pq.TransactionStatus.IDLE:
+        raw.execute("SELECT 1")  # begin the caller's transaction: badged's becomes its savepoint, never its own
+    with _timeouts_kept(raw):
+        yield raw
+
+
+@contextmanager
+def _timeouts_kept(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """badged's ``SET LOCAL`` timeouts outlive its savepoint: give the caller's transaction its own back."""
+    names = ("lock_timeout", "statement_timeout")
+    row = conn.execute("SELECT pg_catalog.current_setting(%s), pg_catalog.current_setting(%s)", names).fetchone()
+    try:
+        yield
+    finally:
+        if row is not None and conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+            conn.execute("SELECT pg_catalog.set_config(%s, %s, true), pg_catalog.set_config(%s, %s, true)",
+                         (names[0], row[0], names[1], row[1]))
 
 
 @contextmanager

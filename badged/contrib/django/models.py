@@ -94,6 +94,7 @@ class _UserOrNone(ForwardManyToOneDescriptor):  # type: ignore[misc]
         try:
             return super().__get__(instance, cls)
         except ObjectDoesNotExist:  # the key is stored, the user is gone: Django raises the model's DoesNotExist
+            self.field.set_cached_value(instance, None)  # asked again, no second query
             return None
 
 

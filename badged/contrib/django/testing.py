@@ -73,8 +73,10 @@ class BadgedTestMixin:
         super()._fixture_teardown()  # type: ignore[misc]
         from django.test import TestCase
 
-        if not isinstance(self, TestCase):  # a TestCase rolls its awards back with everything else
-            flush_awards()
+        alias = get_settings().database
+        uses_it = self.databases == "__all__" or alias in self.databases
+        if uses_it and not isinstance(self, TestCase):  # a TestCase rolls its awards back with the rest
+            flush_awards(alias)
 
 
 try:

@@ -3,7 +3,7 @@
 Awards store the user's id as text, so that any key type works; the view also holds it as bigint
 (``user_integer``) and uuid (``user_uuid``), indexed. The relation uses the column of the user model's
 primary key type, so a join compares like with like and uses an index; any other key type joins on the
-text itself (``user_key``). Decided when badged's models are defined, so the user model is looked up then,
+text itself (``user_id``). Decided when badged's models are defined, so the user model is looked up then,
 importing its app's models first if it is listed after badged in ``INSTALLED_APPS``.
 """
 
@@ -46,4 +46,4 @@ def user_key_column(model: Any) -> str:
         return "user_integer"
     if kind == "UUIDField":
         return "user_uuid"
-    return "user_key"
+    return "user_id"  # the stored text itself (``user_key`` is the same text, for the field of that name)

@@ -1,8 +1,9 @@
 """Django's own test runner on a project using badged (``manage.py test sketches``, run by tests/test_django.py).
 
-They run once with Django's integer user keys and once with a UUID user model (BADGED_TEST_UUID_USERS).
+They run with Django's integer user keys, and with user models keyed by a UUID and by text (BADGED_TEST_USERS).
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.db.models import Count, Prefetch
 from django.template import Context, Template
 from django.test import TestCase, TransactionTestCase
@@ -22,7 +24,9 @@ BADGES = os.environ["BADGED_TEST_BADGES_FILE"]
 
 
 def collector(name: str, sketches: int = 5):
-    user = get_user_model().objects.create_user(name)
+    model = get_user_model()
+    text_key = model._meta.pk.get_internal_type() == "CharField"  # BADGED_TEST_USERS=text: no default key
+    user = model.objects.create_user(name, **({"id": f"user-{name}"} if text_key else {}))
     for _ in range(sketches):
         Sketch.objects.create(user=user)
     return user
@@ -35,15 +39,13 @@ class InATestCase(BadgedTestMixin, TestCase):
 
     def test_create_badge_triggers_runs_inside_the_tests_transaction(self) -> None:
         bob = collector("bob")  # the test's transaction now holds locks on dummy_sketch
-        eraser = {"name": "Eraser", "code": "eraser", "trigger_condition": "delete", "condition": "true",
-                  "trigger_table": "dummy_sketch", "user_field": "user_id"}
-        more = [*json.loads(Path(BADGES).read_text()), eraser]
-        with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
-            file.write(json.dumps(more))
-            file.flush()
+
+        def run(path: str) -> None:
             # a new trigger on dummy_sketch: on a connection of its own it would wait for this transaction's lock
-            call_command("create_badge_triggers", badges=file.name, verbosity=0)  # a str, as call_command passes
-            call_command("create_badge_triggers", file=file.name, verbosity=0)  # the original's keyword
+            call_command("create_badge_triggers", badges=path, verbosity=0)  # a str, as call_command passes
+            call_command("create_badge_triggers", file=path, verbosity=0)  # the original's keyword
+
+        with_eraser(run)
         Sketch.objects.filter(user=bob).first().delete()
         self.assertEqual(sorted(a.badge_id for a in bob.awards), ["collector", "eraser"])
 
@@ -79,6 +81,25 @@ class InATestCase(BadgedTestMixin, TestCase):
         self.assertEqual(text, '[Collector]<ul class="badged-badges"><li data-badge="collector">Collector</li></ul>')
 
 
+ERASER = {"name": "Eraser", "code": "eraser", "trigger_condition": "delete", "condition": "true",
+          "trigger_table": "dummy_sketch", "user_field": "user_id"}
+
+
+def with_eraser(test):
+    """Run *test* with a badge.json that adds a delete badge (a new trigger: DDL on dummy_sketch)."""
+    more = [*json.loads(Path(BADGES).read_text()), ERASER]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        file.write(json.dumps(more))
+        file.flush()
+        return test(file.name)
+
+
+def trigger_names():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgname FROM pg_trigger WHERE starts_with(tgname::text, 'badged_')")
+        return {name for (name,) in cursor.fetchall()}
+
+
 class AcrossTransactionTestCases(BadgedTestMixin, TransactionTestCase):
     """Django's flush skips badged's (unmanaged) tables; the mixin empties them: no award leaks to the next."""
 
@@ -89,3 +110,22 @@ class AcrossTransactionTestCases(BadgedTestMixin, TransactionTestCase):
     def test_two(self) -> None:
         collector("ann")
         self.assertEqual(Award.objects.count(), 1)
+
+    def test_inside_an_atomic_block_that_has_run_nothing_yet_it_is_a_savepoint(self) -> None:
+        before = trigger_names()
+
+        def run(path: str) -> None:
+            with contextlib.suppress(RuntimeError), transaction.atomic():
+                call_command("create_badge_triggers", badges=path, verbosity=0)  # the block's first statement
+                self.assertIn("badged_public$dummy_sketch$delete", trigger_names())
+                raise RuntimeError("roll the block back")
+
+        with_eraser(run)
+        self.assertEqual(trigger_names(), before)  # rolled back with the caller's block: never committed alone
+
+    def test_the_callers_timeouts_are_its_own_again(self) -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '7s'")
+            call_command("create_badge_triggers", badges=BADGES, verbosity=0)
+            cursor.execute("SHOW lock_timeout")
+            self.assertEqual(cursor.fetchone(), ("7s",))

@@ -5,7 +5,8 @@ BADGED_TEST_BADGES_FILE: path of badge.json.
 BADGED_TEST_ORIGINAL: a folder holding the original django-pg-badges' package ``badges``, installed first
 (as a project that adds badged to INSTALLED_APPS after it has).
 BADGED_TEST_POST_MIGRATE: set BADGED_RECONCILE_ON_MIGRATE.
-BADGED_TEST_UUID_USERS: a user model with a UUID primary key (app ``uuidusers``).
+BADGED_TEST_USERS: ``uuid`` or ``text``: a user model with a UUID (app ``uuidusers``) or text (``textusers``)
+primary key.
 """
 
 import os
@@ -33,9 +34,10 @@ INSTALLED_APPS = [
     "sketches",
 ]
 
-if os.environ.get("BADGED_TEST_UUID_USERS"):
-    INSTALLED_APPS.append("uuidusers")  # listed after badged: its models are imported early for Award.user
-    AUTH_USER_MODEL = "uuidusers.User"
+if os.environ.get("BADGED_TEST_USERS") in ("uuid", "text"):  # a user model with a UUID or a text primary key
+    _USERS_APP = f"{os.environ['BADGED_TEST_USERS']}users"
+    INSTALLED_APPS.append(_USERS_APP)  # listed after badged: its models are imported early for Award.user
+    AUTH_USER_MODEL = f"{_USERS_APP}.User"
 
 BADGED_RECONCILE_ON_MIGRATE = bool(os.environ.get("BADGED_TEST_POST_MIGRATE"))
 
