@@ -21,6 +21,7 @@ from badged.cli_args import settings_of as _settings
 from badged.cli_events import add_events_commands
 from badged.cli_listen import add_listen_command
 from badged.cli_migrate import add_migrate_command
+from badged.cli_test import add_test_command
 from badged.db import connect, resolve_dsn, scrub
 from badged.db_errors import message_of
 from badged.errors import BadgedError, ConfigError, SpecError
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_commands(commands, database, logs)
 
     add_migrate_command(commands, spec, database, logs)
+
+    add_test_command(commands, spec, logs)
 
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)

@@ -21,6 +21,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from badged.test_runner import scratch_database
+
 SEED = Path(__file__).resolve().parent.parent / "badged" / "demo_data"
 SEED_BADGES: list[dict[str, str]] = json.loads((SEED / "badge.json").read_text())
 
@@ -75,15 +77,9 @@ def server_version(admin_dsn: str) -> int:
 
 @pytest.fixture
 def empty_dsn(admin_dsn: str) -> Iterator[str]:
-    """A fresh, empty database, dropped after the test."""
-    name = f"badged_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield conninfo.make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    """A fresh, empty database, dropped after the test (as ``badged test`` makes its scratch databases)."""
+    with scratch_database(admin_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture
