@@ -19,6 +19,7 @@ from badged.cli_args import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Parser, add_setti
 from badged.cli_args import SETTING_OF_FLAG as _SETTING_OF_FLAG
 from badged.cli_args import settings_of as _settings
 from badged.cli_events import add_events_commands
+from badged.cli_explain import add_explain_command
 from badged.cli_listen import add_listen_command
 from badged.cli_migrate import add_migrate_command
 from badged.cli_test import add_test_command
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_command(commands, spec, database, logs)
 
     add_test_command(commands, spec, logs)
+
+    add_explain_command(commands, spec, database, logs)
 
     demo = commands.add_parser("demo", help="start a throw-away PostgreSQL and show badges being earned")
     demo.add_argument("--log-level", choices=LEVELS, default="warning", help=argparse.SUPPRESS)
