@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from badged.errors import ConfigError
@@ -38,7 +39,6 @@ from badged.errors import ConfigError
 TEST_FILE_SUFFIXES = (".test.yaml", ".test.yml", ".test.json")
 
 Row = dict[str, Any]
-Statement = tuple[sql.Composed | str, tuple[Any, ...]]
 
 
 class _Strict(BaseModel):
@@ -46,7 +46,7 @@ class _Strict(BaseModel):
 
 
 class Update(_Strict):
-    set: dict[str, Any]
+    set: dict[str, Any] = Field(min_length=1)
     where: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -62,8 +62,9 @@ class BadgeTestStep(_Strict):
     update: dict[str, Update] = Field(default_factory=dict)
     delete: dict[str, Delete] = Field(default_factory=dict)
     sql: str | None = None
-    expect: dict[str, list[str]] = Field(default_factory=dict)
-    expect_not: dict[str, list[str]] = Field(default_factory=dict)
+    #: who (a name of ``users``, or a user id as awards store it) holds at least these codes after the step
+    expect: dict[str | int, list[str]] = Field(default_factory=dict)
+    expect_not: dict[str | int, list[str]] = Field(default_factory=dict)
 
 
 class BadgeTestFile(_Strict):
@@ -120,7 +121,8 @@ def parse_test_file(text: str, source: str) -> BadgeTestFile:
     import yaml
 
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys) if source.endswith(".json") else yaml.load(
+            text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader that also refuses duplicate keys
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'}: "
                           f"{' '.join(str(exc).split())}") from None
@@ -132,6 +134,34 @@ def parse_test_file(text: str, source: str) -> BadgeTestFile:
         problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg'].lower()}"
                              for error in exc.errors(include_url=False))
         raise ConfigError(f"{source}: {problems}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key written twice (the second would silently replace the first)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is written twice in one object")
+        seen[key] = value
+    return seen
+
+
+def _unique_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+    keys = [loader.construct_object(key, deep=deep) for key, _ in node.value]
+    twice = sorted({str(key) for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"the key {twice[0]!r} is written twice in one mapping (line {node.start_mark.line + 1})")
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+def _yaml_loader() -> Any:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """YAML's safe loader, refusing a key written twice in one mapping."""
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+    return UniqueKeyLoader
 
 
 def find_test_files(paths: list[Path]) -> list[Path]:
@@ -153,51 +183,58 @@ def _table(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split(".", 1))
 
 
-def _pairs(columns: Mapping[str, Any], joiner: str) -> tuple[sql.Composable, tuple[Any, ...]]:
-    parts = [sql.SQL("{} = %s").format(sql.Identifier(column)) for column in columns]
-    return sql.SQL(joiner).join(parts), tuple(columns.values())
+def _value(value: Any) -> sql.Literal:
+    """A value of the file as a SQL literal (a mapping as jsonb): no parameters, so a "%" in a name is a "%"."""
+    return sql.Literal(Jsonb(value) if isinstance(value, dict) else value)
 
 
-def _where(where: Mapping[str, Any]) -> tuple[sql.Composable, tuple[Any, ...]]:
+def _where(where: Mapping[str, Any]) -> sql.Composable:
     if not where:
-        return sql.SQL(""), ()
-    condition, values = _pairs(where, " AND ")
-    return sql.SQL(" WHERE {}").format(condition), values
+        return sql.SQL("")
+    # IS NOT DISTINCT FROM: "where: {last_login: null}" finds the rows whose last_login is NULL
+    parts = [sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(column), _value(value))
+             for column, value in where.items()]
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(parts))
 
 
-def step_statements(step: BadgeTestStep) -> list[Statement]:
-    """The step's writes, composed: identifiers for names, parameters for values."""
-    statements: list[Statement] = []
+def step_statements(step: BadgeTestStep) -> list[sql.Composed | str]:
+    """The step's writes, composed: identifiers for names, literals for values; ``sql`` last, as written."""
+    statements: list[sql.Composed | str] = []
     for table, rows in step.insert.items():
         for row in rows:
-            statements.append((sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            statements.append(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                 _table(table), sql.SQL(", ").join(map(sql.Identifier, row)),
-                sql.SQL(", ").join(sql.Placeholder() for _ in row)) if row else
-                sql.SQL("INSERT INTO {} DEFAULT VALUES").format(_table(table)), tuple(row.values())))
+                sql.SQL(", ").join(map(_value, row.values()))) if row else
+                sql.SQL("INSERT INTO {} DEFAULT VALUES").format(_table(table)))
     for table, update in step.update.items():
-        assignments, values = _pairs(update.set, ", ")
-        where, where_values = _where(update.where)
-        statements.append((sql.SQL("UPDATE {} SET {}{}").format(_table(table), assignments, where),
-                           values + where_values))
+        assignments = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(column), _value(value))
+                                         for column, value in update.set.items())
+        statements.append(sql.SQL("UPDATE {} SET {}{}").format(_table(table), assignments, _where(update.where)))
     for table, delete in step.delete.items():
-        where, where_values = _where(delete.where)
-        statements.append((sql.SQL("DELETE FROM {}{}").format(_table(table), where), where_values))
+        statements.append(sql.SQL("DELETE FROM {}{}").format(_table(table), _where(delete.where)))
     if step.sql:
-        statements.append((step.sql, ()))
+        statements.append(step.sql)
     return statements
+
+
+def unknown_codes(spec: BadgeTestFile, codes: set[str]) -> list[str]:
+    """Codes the file's expectations name that badge.json does not have (a typo would pass an expect_not)."""
+    named = {code for step in spec.steps for wanted in (step.expect, step.expect_not)
+             for listed in wanted.values() for code in listed}
+    return sorted(named - codes)
 
 
 def judge(step: BadgeTestStep, held: Mapping[str, set[str]], users: Mapping[str, str | int]) -> tuple[str, ...]:
     """What *step* expected that *held* (user id as stored → badge codes) contradicts, one sentence each."""
     failures = []
     for who, codes in step.expect.items():
-        user = str(users.get(who, who))
+        user = str(users.get(str(who), who))
         missing = [code for code in codes if code not in held.get(user, set())]
         if missing:
             failures.append(f"{who} should hold {', '.join(missing)} but holds "
                             f"{', '.join(sorted(held.get(user, set()))) or 'nothing'}")
     for who, codes in step.expect_not.items():
-        user = str(users.get(who, who))
+        user = str(users.get(str(who), who))
         wrong = [code for code in codes if code in held.get(user, set())]
         if wrong:
             failures.append(f"{who} should not hold {', '.join(wrong)}")

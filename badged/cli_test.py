@@ -41,7 +41,11 @@ def _test(args: argparse.Namespace) -> int:
                          f"{', '.join(map(str, args.paths or [badges.parent]))}\n")
         return EXIT_ERROR
     report = run_badge_tests(files, badges=badges, settings=settings, dsn=args.test_dsn, schema_from=args.schema_from)
-    if args.junit_xml is not None:
-        args.junit_xml.write_text(report_junit(report) + "\n")
     sys.stdout.write((report_json(report) if args.test_output == "json" else report_text(report)) + "\n")
+    if args.junit_xml is not None:
+        try:
+            args.junit_xml.write_text(report_junit(report) + "\n")
+        except OSError as exc:
+            sys.stderr.write(f"badged: error: cannot write --junit-xml {args.junit_xml}: {exc.strerror}\n")
+            return EXIT_ERROR
     return EXIT_OK if report.passed else EXIT_ERROR

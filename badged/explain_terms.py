@@ -10,7 +10,7 @@ value, so it reads exactly the rows the condition reads.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 from pglast import ast, enums
 
 from badged.condition import Condition
-from badged.condition_tree import column_path, deparse, parse_select, result, value_of, walk
+from badged.condition_tree import column_path, deparse, function_name, parse_select, result, value_of, walk
+from badged.routines import FunctionName
 
 _COMPARISONS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">="})
 _PREFIX = "SELECT "
@@ -64,12 +65,20 @@ class Explanation:
     error: str | None = None
 
 
-def terms_of(condition: Condition) -> tuple[Term, ...]:
-    """The comparisons of *condition*'s boolean structure, in the order they are written."""
+IsAggregate = Callable[[FunctionName], bool]
+
+
+def terms_of(condition: Condition, is_aggregate: IsAggregate = lambda name: False) -> tuple[Term, ...]:
+    """The comparisons of *condition*'s boolean structure, in the order they are written.
+
+    *is_aggregate* says which functions the database knows as aggregates (``routines``): in the query shape,
+    a side reading the query's rows (its table's columns, an aggregate) is evaluated by the query; any other
+    (a constant, a function of NEW) on its own, as the query would compute it once.
+    """
     tree = _tree(condition.expression)
     subquery = _subquery(tree)
     count = sum(1 for _ in _comparisons(value_of(subquery) if subquery else tree))
-    return tuple(_term(condition.expression, index) for index in range(count))
+    return tuple(_term(condition.expression, index, is_aggregate) for index in range(count))
 
 
 def _tree(expression: str) -> ast.Node:
@@ -100,7 +109,7 @@ def _operator(node: ast.A_Expr) -> str:
     return names[-1] if names else ""
 
 
-def _term(expression: str, index: int) -> Term:
+def _term(expression: str, index: int, is_aggregate: IsAggregate) -> Term:
     """The *index*-th comparison, and SQL for its sides: each from a fresh tree, so nothing is shared."""
 
     def side(pick: str) -> str:
@@ -110,7 +119,7 @@ def _term(expression: str, index: int) -> Term:
         sides = {"left": comparison.lexpr, "right": comparison.rexpr}
         picked = sides.get(pick)
         chosen: ast.Node = picked if isinstance(picked, ast.Node) else comparison
-        if subquery is None or _row_local(chosen):
+        if subquery is None or not _reads_the_query(chosen, is_aggregate):
             return deparse(chosen)  # a constant or the changed row's columns: no need for the query's rows
         result(subquery).val = chosen
         return f"({deparse(subquery)})"
@@ -123,14 +132,15 @@ def _term(expression: str, index: int) -> Term:
     return Term(text=text, operator=_operator(comparison), left=side("left"), right=side("right"), whole=side("whole"))
 
 
-def _row_local(node: ast.Node) -> bool:
-    """Whether *node* reads nothing but constants and the changed row (so the query's rows do not matter)."""
-    for part in walk(node):
-        if isinstance(part, ast.SubLink | ast.FuncCall):
-            return False
+def _reads_the_query(node: ast.Node, is_aggregate: IsAggregate) -> bool:
+    """Whether *node* reads the query's rows: a column of its FROM, or an aggregate (not in a subquery of its own)."""
+    for part in walk(node, into_subqueries=False):
         if isinstance(part, ast.ColumnRef) and (column_path(part) or ("",))[0] not in ("new", "old"):
-            return False
-    return True
+            return True
+        if isinstance(part, ast.FuncCall) and (part.agg_star or part.agg_distinct or part.agg_filter is not None
+                                               or is_aggregate(function_name(part))):
+            return True
+    return False
 
 
 def shown(value: Any) -> str:

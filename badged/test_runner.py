@@ -33,6 +33,7 @@ from badged.badge_tests import (
     parse_test_file,
     step_name,
     step_statements,
+    unknown_codes,
 )
 from badged.db import connect, scrub
 from badged.db_errors import message_of
@@ -44,6 +45,8 @@ from badged.spec import Badge, load_badges
 
 #: how long pg_dump may take for --schema-from
 DUMP_TIMEOUT_S = 120
+#: how long connecting to the server of the scratch databases may take
+CONNECT_TIMEOUT_S = 10
 
 
 def run_badge_tests(files: list[Path], *, badges: Path, settings: Settings, dsn: str | None = None,
@@ -59,18 +62,32 @@ def dump_schema(dsn: str) -> str:
     pg_dump = _pg_dump()
     if pg_dump is None:
         raise ConfigError("--schema-from needs pg_dump: on the PATH (the PostgreSQL client), or badged[demo]'s")
-    # a list, no shell: the DSN is the user's own argument, passed as one
-    done = subprocess.run([pg_dump, "--schema-only", "--no-owner", "--no-privileges", "--dbname", dsn],  # noqa: S603
-                          capture_output=True, text=True, timeout=DUMP_TIMEOUT_S, check=False)
+    # the password through the environment, never the command line (which `ps` shows every user)
+    params = conninfo.conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    environment = {**os.environ, **({"PGPASSWORD": str(password)} if password is not None else {})}
+    target = conninfo.make_conninfo("", **params)
+    command = [pg_dump, "--schema-only", "--no-owner", "--no-privileges", "--dbname", target]
+    try:  # a list, no shell: the DSN is the user's own argument, passed as one
+        done = subprocess.run(command, capture_output=True, text=True, timeout=DUMP_TIMEOUT_S, check=False,  # noqa: S603
+                              env=environment)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"pg_dump --schema-only took longer than {DUMP_TIMEOUT_S} s") from None
     if done.returncode != 0:
         raise ConfigError(f"pg_dump --schema-only failed: {scrub(' '.join(done.stderr.split()), dsn)[:300]}")
     return "".join(line for line in done.stdout.splitlines(keepends=True) if not _dump_prelude(line))
 
 
+#: the one session setting of a dump its schema needs: functions are dumped before the tables their bodies read
+_KEPT_SETTINGS = ("SET check_function_bodies = false;",)
+
+
 def _dump_prelude(line: str) -> bool:
     """A line of the dump that is about psql's session, not the schema: psql meta-commands (pg_dump 18's
     ``\\restrict``) and ``SET name = value;`` (a newer pg_dump's, e.g. ``transaction_timeout``, which an older
-    scratch server does not know). The dump names every object with its schema, so they are not needed."""
+    scratch server does not know), but for ``_KEPT_SETTINGS``. The dump names every object with its schema."""
+    if line.rstrip() in _KEPT_SETTINGS:
+        return False
     return line.startswith("\\") or (line.startswith("SET ") and line.rstrip().endswith(";"))
 
 
@@ -109,12 +126,12 @@ def _server(dsn: str | None) -> Iterator[str]:
 def scratch_database(server: str) -> Iterator[str]:
     """A new, empty database on *server* (``badged_test_<random>``), dropped on the way out."""
     name = f"badged_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as admin:
+    with psycopg.connect(server, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield conninfo.make_conninfo(server, dbname=name)
     finally:
-        with psycopg.connect(server, autocommit=True) as admin:
+        with psycopg.connect(server, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -125,10 +142,13 @@ def _run_file(path: Path, server: str, default_badges: Path, settings: Settings,
         schema = dumped if dumped is not None else _schema_of(spec, path)
         badges = load_badges(path.parent / spec.badges if spec.badges else default_badges, prefix=settings.prefix,
                              schema=settings.schema)
+        unknown = unknown_codes(spec, {badge.code for badge in badges})
+        if unknown:
+            raise ConfigError(f"{path}: expects badges badge.json does not have: {', '.join(unknown)}")
         steps = _run_steps(spec, schema, badges, server, settings)
     except SpecError as exc:
         return FileResult(str(path), error="; ".join(exc.lines()), seconds=time.monotonic() - started)
-    except (OSError, BadgedError) as exc:
+    except (OSError, ValueError, BadgedError) as exc:  # ValueError: a file that is not UTF-8
         return FileResult(str(path), error=str(exc), seconds=time.monotonic() - started)
     except psycopg.Error as exc:
         return FileResult(str(path), error=f"database error: {message_of(exc)}", seconds=time.monotonic() - started)
@@ -161,11 +181,8 @@ def _run_step(conn: psycopg.Connection[Any], step: BadgeTestStep, index: int, sp
     name = step_name(step, index)
     try:
         with conn.transaction():
-            for statement, params in step_statements(step):
-                if isinstance(statement, str):
-                    conn.execute(statement.encode())  # the author's own SQL, as written
-                else:
-                    conn.execute(statement, params)
+            for statement in step_statements(step):  # no parameters: a "%" is never a placeholder
+                conn.execute(statement.encode() if isinstance(statement, str) else statement)
     except psycopg.Error as exc:
         return StepResult(name, (f"the step's writes failed: {message_of(exc)}",), time.monotonic() - started)
     held: dict[str, set[str]] = {}

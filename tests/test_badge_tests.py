@@ -95,6 +95,9 @@ def test_a_file_that_cannot_run_is_an_error_and_the_scratch_databases_are_droppe
 
 def test_the_schema_from_a_database(cli: Any, admin_dsn: str, dsn: str, project: Path) -> None:
     """--schema-from: pg_dump --schema-only of a database holding the application's tables (the seed's)."""
+    with psycopg.connect(dsn, autocommit=True) as source:  # dumped before the table its body reads
+        source.execute("CREATE FUNCTION public.a_sketches(u integer) RETURNS bigint LANGUAGE sql"
+                       " AS 'SELECT count(*) FROM public.dummy_sketch WHERE user_id = u'")
     write(project, "app.test.json", [SIGN_UP, FIVE], schema=None)
     code, out, err = cli("test", "--badges", str(project / "badge.json"), "--dsn", admin_dsn, "--schema-from", dsn)
     assert code == 0, out + err
@@ -116,32 +119,60 @@ def test_no_test_files_is_an_error(cli: Any, project: Path) -> None:
 # --- pure ---------------------------------------------------------------------------------------------------
 
 
-def test_values_are_parameters_and_names_identifiers() -> None:
+def test_values_are_literals_and_names_identifiers() -> None:
     step = BadgeTestStep.model_validate({
         "insert": {"app.odd table": [{"user id": "x'); DROP TABLE t; --"}]},
         "update": {"t": {"set": {"a": 1}, "where": {"b": 2, "c": None}}},
         "delete": {"t": {}},
     })
-    rendered = [(statement if isinstance(statement, str) else statement.as_string(None), params)
-                for statement, params in step_statements(step)]
+    rendered = [statement if isinstance(statement, str) else statement.as_string(None)
+                for statement in step_statements(step)]
     assert rendered == [
-        ('INSERT INTO "app"."odd table" ("user id") VALUES (%s)', ("x'); DROP TABLE t; --",)),
-        ('UPDATE "t" SET "a" = %s WHERE "b" = %s AND "c" = %s', (1, 2, None)),
-        ('DELETE FROM "t"', ()),
+        """INSERT INTO "app"."odd table" ("user id") VALUES ('x''); DROP TABLE t; --')""",
+        'UPDATE "t" SET "a" = 1 WHERE "b" IS NOT DISTINCT FROM 2 AND "c" IS NOT DISTINCT FROM NULL',
+        'DELETE FROM "t"',
     ]
 
 
 def test_judging_names_users_and_codes() -> None:
-    step = BadgeTestStep.model_validate({"expect": {"ann": ["a", "b"], "7": ["a"]}, "expect_not": {"ann": ["c"]}})
+    step = BadgeTestStep.model_validate({"expect": {"ann": ["a", "b"], 7: ["a"]}, "expect_not": {"ann": ["c"]}})
     assert judge(step, {"1": {"a", "b"}, "7": {"a"}}, {"ann": 1}) == ()
     assert judge(step, {"1": {"a", "c"}}, {"ann": 1}) == (
         "ann should hold b but holds a, c", "7 should hold a but holds nothing", "ann should not hold c")
 
 
-def test_bad_files_are_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match=r"x.test.yaml: not valid YAML"):
-        parse_test_file("steps: [", "x.test.yaml")
-    with pytest.raises(ConfigError, match=r"x.test.json: a test file is a mapping"):
-        parse_test_file("[]", "x.test.json")
-    with pytest.raises(ConfigError, match=r"x.test.yaml: steps: field required"):
-        parse_test_file("schema: s.sql\n", "x.test.yaml")
+@pytest.mark.parametrize("text, source, problem", [
+    ("steps: [", "x.test.yaml", r"x.test.yaml: not valid YAML"),
+    ("[]", "x.test.json", r"x.test.json: a test file is a mapping"),
+    ("schema: s.sql\n", "x.test.yaml", r"x.test.yaml: steps: field required"),
+    ("steps: [{expect: {ann: [a]}, expect: {bob: [b]}}]\n", "x.test.yaml",
+     r"the key 'expect' is written twice in one mapping \(line 1\)"),
+    ('{"steps": [{"expect": {}, "expect": {}}]}', "x.test.json", r"the key 'expect' is written twice"),
+    ("steps: [{update: {t: {set: {}}}}]\n", "x.test.yaml", r"steps.0.update.t.set: dictionary should have at least 1"),
+])
+def test_bad_files_are_one_clear_error(text: str, source: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_test_file(text, source)
+
+
+def test_typos_nulls_and_odd_names(cli: Any, admin_dsn: str, project: Path) -> None:
+    """A code badge.json lacks is refused (a typo would pass an expect_not); where: {c: null} finds NULLs;
+    a "%" in a name is a "%"; a file that is not UTF-8 and an unwritable --junit-xml are one error each."""
+    write(project, "typo.test.json", [SIGN_UP, {**FIVE, "expect_not": {"ann": ["colector"]}}])
+    (project / "latin1.test.yaml").write_bytes("steps: [{name: caf\xe9}]\n".encode("latin-1"))
+    (project / "odd.sql").write_text((SEED / "schema.sql").read_text() + 'CREATE TABLE "pct%t" ("a%s" int);')
+    write(project, "nulls.test.json", [
+        SIGN_UP, {"insert": {"pct%t": [{"a%s": 1}]}},
+        {"name": "last_login is NULL", "update": {"auth_user": {"set": {"username": "anne"},
+                                                                 "where": {"last_login": None}}}},
+        {"name": "found", "sql": "DO $$ BEGIN IF NOT EXISTS (SELECT FROM auth_user WHERE username = 'anne') "
+                                 "THEN RAISE 'not updated'; END IF; END $$"},
+    ], schema="odd.sql")
+    code, out, err = cli("test", "--badges", str(project / "badge.json"), "--dsn", admin_dsn, "--junit-xml",
+                         str(project / "missing" / "junit.xml"))
+    assert code == 1
+    assert f"{project}/typo.test.json ERROR: {project}/typo.test.json: expects badges badge.json does not have: " \
+           "colector" in out
+    assert f"{project}/latin1.test.yaml ERROR: 'utf-8' codec can't decode" in out
+    assert f"{project}/nulls.test.json::found PASSED" in out
+    assert "cannot write --junit-xml" in err

@@ -51,6 +51,7 @@ def test_each_condition_shape_term_by_term(conn: psycopg.Connection[Any], dsn: s
 
     pionner = found["pionner"]  # an expression over NEW, with a function: values as PostgreSQL prints them
     assert pionner.trigger == "every update of public.auth_user"
+    assert pionner.row.startswith("NEW and OLD = user 2's most recent row of public.auth_user")  # NULL last_login
     assert pionner.terms[0].right == "1 year" and pionner.terms[0].whole is False
 
     text = explanation_text(list(found.values()))
@@ -118,3 +119,24 @@ def test_the_command_line(cli: Any, conn: psycopg.Connection[Any], dsn: str, wri
         "collector", False, 3, False)
     code, out, err = cli("explain", "--user", "2", "--badges", path, "--dsn", dsn)
     assert code == 0 and "collector (Collector) for user 2: not held" in out
+
+
+def test_operators_literals_and_sides_computed_once(conn: psycopg.Connection[Any], dsn: str) -> None:
+    """A "%" in a condition, a text literal, and query-shape sides that read no row of the query."""
+    items = [badge("even", "NEW.hit_views % 2 = 0 and NEW.title like 's%'", event="update"),
+             badge("named", "NEW.title = 'five'", event="update"),
+             badge("five", "count(id) >= abs(-5) and count(id) >= length(NEW.title) "
+                           "from dummy_sketch where user_id = NEW.user_id")]
+    apply(dsn, items)
+    seed_data(conn)
+    conn.execute("UPDATE dummy_sketch SET title = 'sx' WHERE hit_views = 10")
+    conn.execute("UPDATE dummy_sketch SET title = 'five' WHERE hit_views = 5")
+    found = explain(dsn, items, "2")
+    assert [(t.term.text, t.left, t.right, t.whole) for t in found["even"].terms] == [
+        ("new.hit_views % 2 = 0", 1, 0, False)]  # LIKE is no comparison term: the value still says it all
+    assert found["even"].value is False
+    assert [(t.left, t.right, t.whole) for t in found["named"].terms] == [("five", "five", True)]
+    assert [(t.left, t.right, t.whole, t.error) for t in found["five"].terms] == [
+        (3, 5, False, None), (3, 4, False, None)]  # not a subquery per row: one value each
+    assert found["named"].row == ("NEW and OLD = user 2's most recent row of public.dummy_sketch (both the same "
+                                  "row: a comparison of OLD with NEW reads no change here)")
