@@ -140,8 +140,10 @@ def _run_file(path: Path, server: str, default_badges: Path, settings: Settings,
     try:
         spec = parse_test_file(path.read_text(), str(path))
         schema = dumped if dumped is not None else _schema_of(spec, path)
-        badges = load_badges(path.parent / spec.badges if spec.badges else default_badges, prefix=settings.prefix,
-                             schema=settings.schema)
+        badge_file = path.parent / spec.badges if spec.badges else default_badges
+        if spec.badges and not badge_file.is_file():  # named by the test file: say so, not --badges
+            raise ConfigError(f"{path}: badges: {badge_file} does not exist")
+        badges = load_badges(badge_file, prefix=settings.prefix, schema=settings.schema)
         unknown = unknown_codes(spec, {badge.code for badge in badges})
         if unknown:
             raise ConfigError(f"{path}: expects badges badge.json does not have: {', '.join(unknown)}")

@@ -79,6 +79,7 @@ def test_a_failing_file_fails_each_step_that_is_wrong(cli: Any, admin_dsn: str, 
 def test_a_file_that_cannot_run_is_an_error_and_the_scratch_databases_are_dropped(
         cli: Any, admin_dsn: str, project: Path) -> None:
     write(project, "a.test.json", [SIGN_UP], schema="missing.sql")
+    write(project, "d.test.json", [SIGN_UP], badges="other.json")
     (project / "b.test.yaml").write_text("steps: [{insert: {t: [{a: 1}]}, expekt: {}}]\n")
     write(project, "c.test.json", [SIGN_UP], schema="broken.sql")
     (project / "broken.sql").write_text("CREATE TABLE oops (")
@@ -89,6 +90,7 @@ def test_a_file_that_cannot_run_is_an_error_and_the_scratch_databases_are_droppe
     assert f"{project}/a.test.json ERROR: [Errno 2] No such file or directory" in out
     assert f"{project}/b.test.yaml ERROR: {project}/b.test.yaml: steps.0.expekt: extra inputs are not permitted" in out
     assert f"{project}/c.test.json ERROR: the schema failed: syntax error at end of input" in out
+    assert f"{project}/d.test.json ERROR: {project}/d.test.json: badges: {project}/other.json does not exist" in out
     with psycopg.connect(admin_dsn) as admin:
         assert admin.execute("SELECT count(*) FROM pg_database").fetchone() == before
 
