@@ -18,9 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from badged.backoff import Backoff
 from badged.catalog import read_original
 from badged.db_errors import translate
-from badged.errors import ConfigError
+from badged.errors import ConfigError, Conflict, LockTimeout
 from badged.logs import get_logger
 from badged.pg_badges import (
     ORIGINAL_TABLE,
@@ -30,7 +31,7 @@ from badged.pg_badges import (
     create_imported_table,
     drop_statements,
     import_statement,
-    lock_statement,
+    lock_statements,
     register_unknown_codes,
 )
 from badged.reconcile import lock_schema, reconcile, set_local_timeouts
@@ -40,15 +41,37 @@ from badged.spec import Badge
 log = get_logger("badged.migrate_from")
 
 
+#: how often a migration that lost a deadlock or waited past lock_timeout is tried again (it rolled back whole)
+ATTEMPTS = 5
+
+
 def migrate_from_pg_badges(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings, *,
                            apply: bool) -> Migration:
     """Find what django-pg-badges left and (with *apply*) replace it with badged, in one transaction.
 
-    Runs inside a transaction the caller has open (Django's ``atomic``, a test's) as a savepoint.
+    Runs inside a transaction the caller has open (Django's ``atomic``, a test's) as a savepoint. In a
+    transaction of its own, a deadlock with the application's writers or a lock timeout (temporary: it rolled
+    back whole) is tried again, up to ``ATTEMPTS`` times with backoff.
     """
+    ours = conn.info.transaction_status == pq.TransactionStatus.IDLE  # else a savepoint of the caller's
+    backoff = Backoff(base=settings.lock_timeout_ms / 1000)
+    attempt = 1
+    while True:
+        try:
+            return _migrate(conn, badges, settings, apply=apply, ours=ours)
+        except (Conflict, LockTimeout) as exc:
+            if not ours or attempt == ATTEMPTS:
+                raise
+            delay = backoff.next_delay()
+            log.warning("migrate_from.retry", error=str(exc), attempt=attempt, retry_in=round(delay, 2))
+            time.sleep(delay)
+            attempt += 1
+
+
+def _migrate(conn: psycopg.Connection[Any], badges: tuple[Badge, ...], settings: Settings, *, apply: bool,
+             ours: bool) -> Migration:
     started = time.monotonic()
     codes = [badge.code for badge in badges]
-    ours = conn.info.transaction_status == pq.TransactionStatus.IDLE  # else a savepoint of the caller's
     try:
         with conn.transaction():
             _read_committed(conn, ours)
@@ -100,8 +123,7 @@ def _replace_original(conn: psycopg.Connection[Any], settings: Settings, origina
     The import runs even when the count read before said there was nothing: an award the original's trigger
     wrote since, before the locks were granted, is imported too.
     """
-    lock = lock_statement(original)
-    if lock is not None:
+    for lock in lock_statements(original):
         conn.execute(lock)
     imported = 0
     if original.table is not None:

@@ -158,19 +158,18 @@ def time_column(columns: Mapping[str, str]) -> str | None:
                  if columns.get(name) in ("timestamp with time zone", "timestamp without time zone", "date")), None)
 
 
-def lock_statement(original: Original) -> sql.Composed | None:
-    """Hold every write to the original's award table and the tables its triggers watch until commit.
+def lock_statements(original: Original) -> list[sql.Composed]:
+    """Hold every write to the tables the original's triggers watch, then to its award table, until commit.
 
     ``SHARE ROW EXCLUSIVE``: writers wait (no new award of the original can commit after the import has read),
-    readers do not; the triggers are dropped last, so ``ACCESS EXCLUSIVE`` is held only for the commit.
+    readers do not; the triggers are dropped last, so ``ACCESS EXCLUSIVE`` is held only for the commit. In the
+    order a writer takes them (its table, then, through the original's trigger, ``badges_badge``), so a writer
+    holding its table and waiting for ``badges_badge`` is never waited for in turn.
     """
-    tables = {(trigger.table_schema, trigger.table_name) for trigger in original.triggers}
-    if original.table is not None:
-        tables.add((original.table.schema, original.table.name))
-    if not tables:
-        return None
-    return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-        sql.SQL(", ").join(sql.Identifier(*table) for table in sorted(tables)))
+    watched = sorted({(trigger.table_schema, trigger.table_name) for trigger in original.triggers})
+    own = [(original.table.schema, original.table.name)] if original.table is not None else []
+    ordered = watched + [table for table in own if table not in watched]
+    return [sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table)) for table in ordered]
 
 
 def register_unknown_codes(table: OriginalTable, settings: Settings) -> sql.Composed:
