@@ -36,7 +36,7 @@ from psycopg import sql
 from badged.awarding import award_users_statement
 from badged.catalog import own_table_exists, resolve_tables
 from badged.condition import Event
-from badged.db import connect
+from badged.db import connect, set_local_search_path
 from badged.errors import ConfigError, DatabaseMismatch, LockTimeout
 from badged.function_context import function_search_path
 from badged.locks import lock_users_statement
@@ -141,7 +141,7 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
                  settings: Settings, *, batch_size: int = 1000, dry_run: bool = False,
                  on_progress: ProgressCallback | None = None) -> Progress:
     """Backfill one badge; returns what it did (with *dry_run*, what it would award)."""
-    search_path = sql.SQL(", ").join(map(sql.Identifier, function_search_path(table)))
+    search_path = function_search_path(table)
     with dsn_connect() as reader, dsn_connect() as writer:
         badge = _qualified(reader, badge, table, settings)
         statement = candidates_sql(badge, table, settings)
@@ -151,12 +151,11 @@ def run_backfill(dsn_connect: Callable[[], psycopg.Connection[Any]], badge: Badg
         count = reader.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(table.qualified)).fetchone()
         progress = Progress(badge.code, int(count[0]) if count else 0, started=time.monotonic())
         writer.autocommit = False
-        path = search_path.as_string(writer)
         with reader.cursor(name="badged_backfill_rows") as rows:
             rows.itersize = batch_size
             rows.execute(sql.SQL("SELECT ctid::text FROM {}").format(table.qualified))
             while batch := [row[0] for row in rows.fetchmany(batch_size)]:
-                users, failed = _qualifying_users(writer, statement, one_row, batch, path)
+                users, failed = _qualifying_users(writer, statement, one_row, batch, search_path)
                 awarded = len(users) if dry_run else _award(writer, badge, users, settings)
                 writer.commit()
                 progress.rows += len(batch)
@@ -180,9 +179,9 @@ def _qualified(conn: psycopg.Connection[Any], badge: Badge, table: Table, settin
 
 
 def _qualifying_users(writer: psycopg.Connection[Any], statement: sql.Composed, one_row: sql.Composed,
-                      ctids: list[str], search_path: str) -> tuple[list[str], int]:
+                      ctids: list[str], search_path: tuple[str, ...]) -> tuple[list[str], int]:
     """The users a batch of rows earns the badge for; on a failing condition, row by row. (users, failed rows)"""
-    writer.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (search_path,))
+    set_local_search_path(writer, search_path)
     try:
         with writer.transaction():
             return [row[0] for row in writer.execute(statement, {"ctids": ctids})], 0

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from badged.db_errors import translate
 from badged.errors import ConfigError, ConnectionFailed
@@ -141,6 +141,13 @@ def connect_failed(exc: psycopg.Error, dsn: str) -> Exception:
 
 def _configure_failed(exc: psycopg.Error, dsn: str) -> Exception:
     return translate(exc, "configure the connection", detail=_first_line(scrub(str(exc), dsn)))
+
+
+def set_local_search_path(conn: psycopg.Connection[Any], schemas: tuple[str, ...]) -> None:
+    """``SET LOCAL search_path`` to *schemas* (quoted as identifiers): how conditions are evaluated outside a
+    trigger (backfill, recheck, explain, reconcile's PREPARE check) with the trigger function's own path."""
+    path = sql.SQL(", ").join(map(sql.Identifier, schemas)).as_string(conn)
+    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path,))
 
 
 def sever(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from badged.catalog import own_table_exists, read_routines, resolve_tables
 from badged.condition import Event
+from badged.db import set_local_search_path
 from badged.db_errors import message_of, translate
 from badged.errors import ConfigError
 from badged.explain_terms import Explanation, Term, TermValue, terms_of
@@ -75,8 +76,7 @@ def _explain(conn: psycopg.Connection[Any], badge: Badge, table: Table, desired:
              held_since: datetime | None, user: str) -> Explanation:
     found = Explanation(badge.code, badge.name, user, held_since, trigger=_trigger(badge, table, desired),
                         condition=badge.condition.written.strip())
-    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)",
-                 (sql.SQL(", ").join(map(sql.Identifier, function_search_path(table))).as_string(conn),))
+    set_local_search_path(conn, function_search_path(table))
     base = _row_source(conn, badge, table, user)
     try:
         real = _evaluate(conn, sql.SQL("x.real"), base)

@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from badged.awarding import award_statement, held_statement
 from badged.backoff import Backoff
 from badged.catalog import read_routines, resolve_tables
+from badged.db import set_local_search_path
 from badged.db_errors import message_of
 from badged.errors import BadgedError, ConnectionFailed
 from badged.function_context import function_search_path
@@ -209,8 +210,7 @@ def _evaluate(conn: psycopg.Connection[Any], entry: _Entry, wanted: list[tuple[B
     if not todo:
         return [], 0
     table = todo[0][1]
-    conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)",
-                 (sql.SQL(", ").join(map(sql.Identifier, function_search_path(table))).as_string(conn),))
+    set_local_search_path(conn, function_search_path(table))
     params = {"new": entry.new_row, "old": entry.old_row}
     try:
         with conn.transaction():

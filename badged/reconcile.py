@@ -19,6 +19,7 @@ from psycopg import sql
 
 from badged.apply import apply_plan
 from badged.catalog import read_catalog, read_names, read_routines, resolve_tables
+from badged.db import set_local_search_path
 from badged.db_errors import message_of, translate
 from badged.errors import DatabaseMismatch, LockTimeout, Problem
 from badged.function_context import function_search_path
@@ -278,11 +279,10 @@ def _condition_errors(conn: psycopg.Connection[Any], checks: list[tuple[Badge, T
 
 def _analysis_error(conn: psycopg.Connection[Any], search_path: tuple[str, ...], query: sql.Composable) -> str | None:
     """PostgreSQL's message if it cannot PREPARE *query* with a trigger function's *search_path*."""
-    path = sql.SQL(", ").join(map(sql.Identifier, search_path))
     check = sql.SQL("PREPARE {} AS {}").format(sql.Identifier(_CHECK_STATEMENT), query)
     try:
         with conn.transaction():  # a savepoint: the check changes nothing and its failure aborts nothing
-            conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path.as_string(conn),))
+            set_local_search_path(conn, search_path)
             conn.execute(check)
             conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(_CHECK_STATEMENT)))
             raise psycopg.Rollback  # and with it the SET LOCAL search_path
